@@ -113,7 +113,14 @@ const fn scalable(mut r: ResourceType) -> ResourceType {
 
 /// Every resource type served, in discovery order.
 pub static RESOURCES: &[ResourceType] = &[
-    with_status(rt("", "Namespace", "namespaces", "namespace", false, &["ns"])),
+    with_status(rt(
+        "",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+    )),
     with_status(rt("", "Node", "nodes", "node", false, &["no"])),
     in_all(with_status(rt("", "Pod", "pods", "pod", true, &["po"]))),
     in_all(with_status(rt(
@@ -184,14 +191,7 @@ pub static RESOURCES: &[ResourceType] = &[
         false,
         &[],
     ),
-    rt(
-        "coordination.k8s.io",
-        "Lease",
-        "leases",
-        "lease",
-        true,
-        &[],
-    ),
+    rt("coordination.k8s.io", "Lease", "leases", "lease", true, &[]),
 ];
 
 /// Find a resource by the URL triple.

@@ -481,9 +481,9 @@ impl FieldError {
         )
     }
 
-    /// `field.TooLong` for a byte limit. Upstream up to Kubernetes 1.31 words
-    /// it "must have at most N bytes" (what kubectl users know); later
-    /// releases say "may not be more than N bytes".
+    /// `field.TooLong` for a byte limit, worded "must have at most N bytes"
+    /// as in the long-standing upstream text; the newest releases say "may
+    /// not be more than N bytes" instead.
     pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
         Self::new(
             field,

@@ -31,7 +31,10 @@ fn arch() -> &'static str {
     }
 }
 
-fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceType> + 'a {
+fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceType> + 'a {
     RESOURCES
         .iter()
         .filter(move |r| r.group == group && r.version == version)
@@ -310,8 +313,12 @@ mod tests {
         assert!(resource_list("batch", "v1").is_none());
         assert!(group("apps").is_some() && group("batch").is_none());
         let agg = aggregated(false).to_string();
-        assert!(agg.contains("\"scope\":\"Namespaced\"") && agg.contains("\"categories\":[\"all\"]"));
-        let doc = openapi_v3("apps", "v1").expect("apps has a document").to_string();
+        assert!(
+            agg.contains("\"scope\":\"Namespaced\"") && agg.contains("\"categories\":[\"all\"]")
+        );
+        let doc = openapi_v3("apps", "v1")
+            .expect("apps has a document")
+            .to_string();
         assert!(doc.contains("fieldValidation") && doc.contains("\"kind\":\"Deployment\""));
     }
 }

@@ -88,9 +88,13 @@ mod tests {
             check_supported(pods, ["spec.bogus"]).unwrap_err(),
             "field label not supported: spec.bogus"
         );
-        let pod = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1", "hostNetwork": true}});
+        let pod =
+            json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1", "hostNetwork": true}});
         assert_eq!(value(pods, &pod, "spec.nodeName").as_deref(), Some("n1"));
-        assert_eq!(value(pods, &pod, "spec.hostNetwork").as_deref(), Some("true"));
+        assert_eq!(
+            value(pods, &pod, "spec.hostNetwork").as_deref(),
+            Some("true")
+        );
         assert_eq!(value(pods, &pod, "status.phase"), None);
     }
 }

@@ -187,7 +187,8 @@ async fn resource(
                     .then(|| decode_body(&content_type, &body))
                     .transpose()?;
                 let opts = DeleteOptions::from_parts(body.as_ref(), &query)?;
-                let filters = Filters::parse(rt, query.get("labelSelector"), query.get("fieldSelector"))?;
+                let filters =
+                    Filters::parse(rt, query.get("labelSelector"), query.get("fieldSelector"))?;
                 let page = registry.list(rt, namespace, &filters, None, None);
                 for (_, stored) in page.items {
                     let obj: Value = serde_json::from_slice(&stored.data).unwrap_or(Value::Null);
@@ -197,7 +198,11 @@ async fn resource(
                     ) else {
                         continue;
                     };
-                    let r = ObjectRef { rt, namespace: ns, name: n };
+                    let r = ObjectRef {
+                        rt,
+                        namespace: ns,
+                        name: n,
+                    };
                     match registry.delete(r, &opts).await {
                         Ok(_) => {}
                         Err(e) if e.code == 404 => {}
@@ -213,7 +218,11 @@ async fn resource(
         };
     };
 
-    let r = ObjectRef { rt, namespace, name };
+    let r = ObjectRef {
+        rt,
+        namespace,
+        name,
+    };
     match (method, sub) {
         (Method::GET, Some("scale")) => {
             let (_, obj) = registry.get_value(r)?;
@@ -236,14 +245,26 @@ async fn resource(
         (Method::PUT, Some("scale")) => {
             let body = read_body(registry, req).await?;
             let scale = decode_body(&content_type, &body)?;
-            let out = patch::write_scale(registry, r, ScaleChange::Replace(&scale), write_options(&query)?).await?;
+            let out = patch::write_scale(
+                registry,
+                r,
+                ScaleChange::Replace(&scale),
+                write_options(&query)?,
+            )
+            .await?;
             Ok(http::json(200, &out))
         }
         (Method::PATCH, Some("scale")) => {
             let patch_type = PatchType::from_content_type(&content_type)?;
             let body = read_body(registry, req).await?;
             let p = parse_patch(&body)?;
-            let out = patch::write_scale(registry, r, ScaleChange::Patch(patch_type, &p), write_options(&query)?).await?;
+            let out = patch::write_scale(
+                registry,
+                r,
+                ScaleChange::Patch(patch_type, &p),
+                write_options(&query)?,
+            )
+            .await?;
             Ok(http::json(200, &out))
         }
         (Method::PUT, Some("finalize")) => {
@@ -255,17 +276,28 @@ async fn resource(
         (Method::PUT, sub) => {
             let body = read_body(registry, req).await?;
             let obj = decode_body(&content_type, &body)?;
-            let target = if sub == Some("status") { Target::Status } else { Target::Main };
-            let outcome = registry.update(r, target, obj, write_options(&query)?).await?;
+            let target = if sub == Some("status") {
+                Target::Status
+            } else {
+                Target::Main
+            };
+            let outcome = registry
+                .update(r, target, obj, write_options(&query)?)
+                .await?;
             Ok(written(if outcome.created { 201 } else { 200 }, outcome))
         }
         (Method::PATCH, sub) if sub != Some("finalize") => {
             let patch_type = PatchType::from_content_type(&content_type)?;
             let body = read_body(registry, req).await?;
             let p = parse_patch(&body)?;
-            let target = if sub == Some("status") { Target::Status } else { Target::Main };
+            let target = if sub == Some("status") {
+                Target::Status
+            } else {
+                Target::Main
+            };
             let outcome =
-                patch::patch_object(registry, r, target, patch_type, &p, write_options(&query)?).await?;
+                patch::patch_object(registry, r, target, patch_type, &p, write_options(&query)?)
+                    .await?;
             Ok(written(200, outcome))
         }
         (Method::DELETE, None) => {
@@ -344,13 +376,23 @@ fn list(
             .iter()
             .filter_map(|(_, s)| serde_json::from_slice(&s.data).ok())
             .collect();
-        return Ok(http::json(200, &tables::table(rt, &objects, include, metadata)));
+        return Ok(http::json(
+            200,
+            &tables::table(rt, &objects, include, metadata),
+        ));
     }
     // Items are already JSON; splice them in without re-encoding.
-    let head = json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": metadata});
+    let head =
+        json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": metadata});
     let head = serde_json::to_vec(&head).unwrap_or_default();
     let mut out = BytesMut::with_capacity(
-        head.len() + 16 + page.items.iter().map(|(_, s)| s.data.len() + 1).sum::<usize>(),
+        head.len()
+            + 16
+            + page
+                .items
+                .iter()
+                .map(|(_, s)| s.data.len() + 1)
+                .sum::<usize>(),
     );
     out.put_slice(&head[..head.len() - 1]);
     out.put_slice(b",\"items\":[");

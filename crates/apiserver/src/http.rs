@@ -61,7 +61,10 @@ impl Query {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn flag(&self, key: &str) -> bool {
@@ -142,7 +145,9 @@ pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Byte
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
@@ -152,7 +157,10 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("app%3Dweb%2Ctier+in+(a)"), "app=web,tier in (a)");
+        assert_eq!(
+            percent_decode("app%3Dweb%2Ctier+in+(a)"),
+            "app=web,tier in (a)"
+        );
         assert_eq!(percent_decode("50%"), "50%");
         assert_eq!(percent_decode("%zz"), "%zz");
         let q = Query::parse(Some("labelSelector=a%3Db&watch=true&limit=5"));

@@ -129,7 +129,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
 
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     for a in &addresses {
         if !a.ip().is_unspecified() {
             sans.push(a.ip().to_string());

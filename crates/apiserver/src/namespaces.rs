@@ -15,7 +15,8 @@ use crate::registry::{
 };
 use crate::status::{ApiError, ApiResult};
 
-pub const INITIAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn namespaces() -> &'static ferry_api::resources::ResourceType {
     find_kind("", "Namespace").expect("namespaces are served")
@@ -24,7 +25,11 @@ fn namespaces() -> &'static ferry_api::resources::ResourceType {
 /// Creates the initial namespaces that do not exist yet.
 pub async fn bootstrap(registry: &Registry) -> ApiResult<()> {
     for ns in INITIAL_NAMESPACES {
-        if registry.store.get(&object_key(namespaces(), None, ns)).is_some() {
+        if registry
+            .store
+            .get(&object_key(namespaces(), None, ns))
+            .is_some()
+        {
             continue;
         }
         let obj = json!({
@@ -88,7 +93,11 @@ pub async fn run_finalizer(registry: Arc<Registry>) {
         };
         if pending {
             // Content with finalizers or graceful pods may take a while.
-            let _ = tokio::time::timeout(Duration::from_secs(1), registry.namespace_deleted.notified()).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                registry.namespace_deleted.notified(),
+            )
+            .await;
         } else {
             registry.namespace_deleted.notified().await;
         }
@@ -100,9 +109,12 @@ async fn sweep(registry: &Registry) -> ApiResult<bool> {
     let page = registry.list(namespaces(), None, &Filters::default(), None, None);
     let mut pending = false;
     for (_, stored) in page.items {
-        let ns: Value = serde_json::from_slice(&stored.data)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if ns["metadata"].get("deletionTimestamp").is_none_or(Value::is_null) {
+        let ns: Value =
+            serde_json::from_slice(&stored.data).map_err(|e| ApiError::internal(e.to_string()))?;
+        if ns["metadata"]
+            .get("deletionTimestamp")
+            .is_none_or(Value::is_null)
+        {
             continue;
         }
         let Some(name) = ns["metadata"]["name"].as_str() else {
@@ -111,7 +123,9 @@ async fn sweep(registry: &Registry) -> ApiResult<bool> {
         pending = true;
         let mut remaining = 0;
         for rt in RESOURCES.iter().filter(|r| r.namespaced) {
-            let items = registry.list(rt, Some(name), &Filters::default(), None, None).items;
+            let items = registry
+                .list(rt, Some(name), &Filters::default(), None, None)
+                .items;
             remaining += items.len();
             for (_, item) in items {
                 let obj: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
@@ -126,7 +140,9 @@ async fn sweep(registry: &Registry) -> ApiResult<bool> {
                 match registry.delete(r, &DeleteOptions::default()).await {
                     Ok(_) => {}
                     Err(e) if e.code == 404 => {}
-                    Err(e) => tracing::warn!(namespace = name, object = item_name, error = %e.message, "deleting namespace content failed"),
+                    Err(e) => {
+                        tracing::warn!(namespace = name, object = item_name, error = %e.message, "deleting namespace content failed")
+                    }
                 }
             }
         }
@@ -144,7 +160,9 @@ async fn sweep(registry: &Registry) -> ApiResult<bool> {
                 .await
             {
                 Ok(_) => tracing::info!(namespace = name, "namespace deleted"),
-                Err(e) => tracing::debug!(namespace = name, error = %e, "namespace removal retried"),
+                Err(e) => {
+                    tracing::debug!(namespace = name, error = %e, "namespace removal retried")
+                }
             }
         }
     }

@@ -43,13 +43,12 @@ pub fn apply_patch(
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut out, &ops).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            json_patch::patch(&mut out, &ops)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         PatchType::Merge => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "a merge patch must be a JSON object",
-                ));
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
             json_patch::merge(&mut out, patch);
         }
@@ -80,7 +79,8 @@ pub async fn patch_object(
             |current| {
                 let patched = apply_patch(current, patch_type, patch, r.rt.group, r.rt.kind)?;
                 // A resourceVersion in the patch is a precondition.
-                if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
+                {
                     return Err(ApiError::modified(r.rt, r.name));
                 }
                 if patched["metadata"]["name"] != current["metadata"]["name"] {
@@ -91,11 +91,9 @@ pub async fn patch_object(
                     )));
                 }
                 let mut w = Vec::new();
-                let decoded = registry.decode_incoming(r.rt, r.namespace, patched, &opts, &mut w)?;
-                warnings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(w);
+                let decoded =
+                    registry.decode_incoming(r.rt, r.namespace, patched, &opts, &mut w)?;
+                warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(w);
                 Ok(decoded)
             },
             target,
@@ -187,7 +185,7 @@ pub async fn write_scale(
             false,
         )
         .await?;
-    let obj: Value = serde_json::from_slice(&outcome.object)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let obj: Value =
+        serde_json::from_slice(&outcome.object).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(scale_of(&obj))
 }

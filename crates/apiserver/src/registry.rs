@@ -122,7 +122,12 @@ impl Filters {
 
 /// Store key of an object: `<plural>[.<group>]/<namespace>/<name>`.
 pub fn object_key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
-    format!("{}/{}/{}", rt.qualified_plural(), namespace.unwrap_or(""), name)
+    format!(
+        "{}/{}/{}",
+        rt.qualified_plural(),
+        namespace.unwrap_or(""),
+        name
+    )
 }
 
 /// Store key prefix of a collection, in one namespace or all.
@@ -146,11 +151,15 @@ fn parse_stored(stored: &Stored) -> ApiResult<Value> {
 }
 
 fn revision_of(obj: &Value) -> ApiResult<Option<u64>> {
-    match obj["metadata"].get("resourceVersion").and_then(Value::as_str) {
+    match obj["metadata"]
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+    {
         None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
-        }),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}"))),
     }
 }
 
@@ -251,7 +260,8 @@ impl Registry {
     }
 
     fn validate(&self, rt: &'static ResourceType, obj: &Value, name: &str) -> ApiResult<()> {
-        let errors = validation::validate_object_meta(rt.group, rt.kind, &obj["metadata"], rt.namespaced);
+        let errors =
+            validation::validate_object_meta(rt.group, rt.kind, &obj["metadata"], rt.namespaced);
         if !errors.is_empty() {
             return Err(ApiError::invalid(rt, name, &errors));
         }
@@ -274,7 +284,10 @@ impl Registry {
             .get(&object_key(namespaces, None, ns))
             .ok_or_else(|| ApiError::not_found(namespaces, ns))?;
         let v = parse_stored(&stored)?;
-        if v["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        if v["metadata"]
+            .get("deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        {
             let mut e = ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ));
@@ -300,7 +313,11 @@ impl Registry {
             ));
         }
         let meta = strategy::metadata_mut(&mut obj);
-        let name = match meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        let name = match meta
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             Some(n) => n.to_string(),
             None => match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) if !prefix.is_empty() => {
@@ -359,11 +376,18 @@ impl Registry {
         let precondition = revision_of(&obj)?;
         let allow_create = matches!((r.rt.group, r.rt.kind), ("", "Endpoints" | "Event"));
         let mut outcome = self
-            .guaranteed_update(r, precondition, opts, |_current| {
-                let mut new = obj.clone();
-                strategy::metadata_mut(&mut new).insert("name".into(), json!(r.name));
-                Ok(new)
-            }, target, allow_create)
+            .guaranteed_update(
+                r,
+                precondition,
+                opts,
+                |_current| {
+                    let mut new = obj.clone();
+                    strategy::metadata_mut(&mut new).insert("name".into(), json!(r.name));
+                    Ok(new)
+                },
+                target,
+                allow_create,
+            )
             .await?;
         outcome.warnings.extend(warnings);
         Ok(outcome)
@@ -468,7 +492,8 @@ impl Registry {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            for (policy, finalizer) in [("Orphan", "orphan"), ("Foreground", "foregroundDeletion")] {
+            for (policy, finalizer) in [("Orphan", "orphan"), ("Foreground", "foregroundDeletion")]
+            {
                 if opts.propagation_policy.as_deref() == Some(policy)
                     && !finalizers.iter().any(|f| f == finalizer)
                 {
@@ -480,8 +505,13 @@ impl Registry {
                 && self.pod_needs_grace(&current, opts.grace_period_seconds);
             let is_namespace = r.rt.kind == "Namespace" && r.rt.group.is_empty();
             if !finalizers.is_empty() || graceful_pod || is_namespace {
-                if already_deleting && !graceful_pod && finalizers.len()
-                    == meta.get("finalizers").and_then(Value::as_array).map_or(0, Vec::len)
+                if already_deleting
+                    && !graceful_pod
+                    && finalizers.len()
+                        == meta
+                            .get("finalizers")
+                            .and_then(Value::as_array)
+                            .map_or(0, Vec::len)
                 {
                     return Ok(stored.data);
                 }
@@ -494,7 +524,10 @@ impl Registry {
                 };
                 if !already_deleting {
                     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                    meta.insert("deletionTimestamp".into(), json!(strategy::timestamp_rfc3339(at)));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(strategy::timestamp_rfc3339(at)),
+                    );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
                 if !finalizers.is_empty() {
@@ -554,7 +587,9 @@ impl Registry {
     /// it and then removes it. Unbound and finished pods go at once, as do
     /// deletions with a zero grace period.
     fn pod_needs_grace(&self, pod: &Value, grace: Option<i64>) -> bool {
-        let bound = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        let bound = pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
         let finished = matches!(
             pod["status"]["phase"].as_str(),
             Some("Succeeded" | "Failed")
@@ -573,8 +608,9 @@ impl Registry {
         limit: Option<usize>,
     ) -> ferry_store::ListPage {
         let prefix = collection_prefix(rt, namespace);
-        self.store
-            .list(&prefix, start, limit, |s| filters.matches_bytes(rt, &s.data))
+        self.store.list(&prefix, start, limit, |s| {
+            filters.matches_bytes(rt, &s.data)
+        })
     }
 }
 
@@ -614,8 +650,7 @@ impl DeleteOptions {
             }
             let pre = &b["preconditions"];
             o.precondition_uid = pre["uid"].as_str().map(str::to_string);
-            o.precondition_resource_version =
-                pre["resourceVersion"].as_str().map(str::to_string);
+            o.precondition_resource_version = pre["resourceVersion"].as_str().map(str::to_string);
         }
         match o.propagation_policy.as_deref() {
             None | Some("Orphan" | "Foreground" | "Background") => {}
@@ -638,7 +673,9 @@ impl DeleteOptions {
                 return Err(ApiError::conflict(
                     r.rt,
                     r.name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
                 ));
             }
         }
@@ -668,9 +705,7 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         .to_ascii_lowercase();
     match media.as_str() {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "couldn't get version/kind; json parse error: {e}"
-            ))
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             let text = std::str::from_utf8(body)

@@ -65,9 +65,8 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<Route, Api
         ["watch", tail @ ..] => (true, tail),
         _ => (false, rest),
     };
-    let lookup = |plural: &str| {
-        resources::find(group, version, plural).ok_or_else(ApiError::path_not_found)
-    };
+    let lookup =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::path_not_found);
     let owned = |s: &str| Some(s.to_string());
     let (rt, namespace, name, subresource) = match rest {
         // The namespace object itself and its subresources.
@@ -138,18 +137,33 @@ mod tests {
     #[test]
     fn paths() {
         let r = resource("/api/v1/namespaces/default/services/web");
-        assert_eq!((r.rt.kind, r.namespace.as_deref(), r.name.as_deref()), ("Service", Some("default"), Some("web")));
+        assert_eq!(
+            (r.rt.kind, r.namespace.as_deref(), r.name.as_deref()),
+            ("Service", Some("default"), Some("web"))
+        );
         let r = resource("/apis/apps/v1/namespaces/x/deployments/d/scale");
         assert_eq!(r.subresource.as_deref(), Some("scale"));
         let r = resource("/api/v1/namespaces/kube-system");
-        assert_eq!((r.rt.kind, r.name.as_deref()), ("Namespace", Some("kube-system")));
+        assert_eq!(
+            (r.rt.kind, r.name.as_deref()),
+            ("Namespace", Some("kube-system"))
+        );
         let r = resource("/api/v1/namespaces/kube-system/status");
-        assert_eq!((r.rt.kind, r.subresource.as_deref()), ("Namespace", Some("status")));
+        assert_eq!(
+            (r.rt.kind, r.subresource.as_deref()),
+            ("Namespace", Some("status"))
+        );
         let r = resource("/api/v1/pods");
         assert!(r.namespace.is_none() && r.name.is_none());
         let r = resource("/api/v1/watch/namespaces/default/pods");
         assert!(r.watch_prefix);
-        assert_eq!(parse("/api/v1").unwrap(), Route::ResourceList { group: String::new(), version: "v1".into() });
+        assert_eq!(
+            parse("/api/v1").unwrap(),
+            Route::ResourceList {
+                group: String::new(),
+                version: "v1".into()
+            }
+        );
         assert!(parse("/api/v1/namespaces/default/widgets").is_err());
         assert!(parse("/api/v1/namespaces/default/configmaps/x/scale").is_err());
         assert!(parse("/api/v1/nodes/n1/status").is_ok());

@@ -45,9 +45,7 @@ pub fn decode(group: &str, kind: &str, obj: &Value) -> Result<Decoded, String> {
         ("networking.k8s.io", "Ingress") => round_trip::<networking::v1::Ingress>(obj),
         ("networking.k8s.io", "IngressClass") => round_trip::<networking::v1::IngressClass>(obj),
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::v1::Lease>(obj),
-        ("autoscaling", "Scale") => {
-            round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(obj)
-        }
+        ("autoscaling", "Scale") => round_trip::<k8s_openapi::api::autoscaling::v1::Scale>(obj),
         _ => Ok(obj.clone()),
     }?;
     let mut unknown_fields = Vec::new();

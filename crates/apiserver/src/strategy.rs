@@ -86,7 +86,10 @@ fn qos_class(pod: &Value) -> &'static str {
             .iter()
             .all(|r| limits.is_some_and(|l| l.contains_key(*r)));
         let requests_match = requests
-            .map(|r| r.iter().all(|(k, v)| limits.and_then(|l| l.get(k)) == Some(v)))
+            .map(|r| {
+                r.iter()
+                    .all(|(k, v)| limits.and_then(|l| l.get(k)) == Some(v))
+            })
             .unwrap_or(true);
         if !full_limits || !requests_match {
             guaranteed = false;
@@ -182,9 +185,7 @@ fn spec_changed(new: &Value, old: &Value) -> bool {
 pub fn ready_to_remove(obj: &Value) -> bool {
     let meta = &obj["metadata"];
     meta.get("deletionTimestamp").is_some_and(|t| !t.is_null())
-        && meta["finalizers"]
-            .as_array()
-            .is_none_or(|f| f.is_empty())
+        && meta["finalizers"].as_array().is_none_or(|f| f.is_empty())
 }
 
 /// Converts a Secret's `stringData` into base64 `data`, as the API does.

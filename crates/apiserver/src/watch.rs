@@ -41,9 +41,10 @@ pub fn start(
     let prefix = collection_prefix(rt, namespace.as_deref());
     let start_revision = match params.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
-        })?),
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut stream = EventWriter {
@@ -202,8 +203,8 @@ impl EventWriter {
     }
 
     async fn send_raw(&mut self, event_type: &str, object: &Value) -> Result<(), Gone> {
-        let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object}))
-            .unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
         line.push(b'\n');
         self.tx.send(Bytes::from(line)).await.map_err(|_| Gone)
     }

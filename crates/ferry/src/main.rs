@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "The Kubernetes networking stack, in one binary")]
+#[command(
+    name = "ferry",
+    version,
+    about = "The Kubernetes networking stack, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,7 +72,11 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     config.max_object_bytes = args.max_object_bytes;
     config.watch_history = args.watch_history;
     let server = ferry_apiserver::start(config).await?;
-    let urls: Vec<String> = server.addresses.iter().map(|a| format!("https://{a}")).collect();
+    let urls: Vec<String> = server
+        .addresses
+        .iter()
+        .map(|a| format!("https://{a}"))
+        .collect();
     println!("ferry apiserver listening on {}", urls.join(", "));
     println!("export KUBECONFIG={}", server.kubeconfig.display());
     tokio::signal::ctrl_c()

@@ -40,7 +40,11 @@ pub(crate) fn decode_event(raw: &[u8]) -> Result<(EventType, String, Bytes), Sto
         2 => EventType::Deleted,
         _ => return Err(corrupt()),
     };
-    let len_bytes: [u8; 4] = rest.get(..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .map_err(|_| corrupt())?;
     let key_len = u32::from_le_bytes(len_bytes) as usize;
     let key = rest.get(4..4 + key_len).ok_or_else(corrupt)?;
     let key = std::str::from_utf8(key).map_err(|_| corrupt())?.to_string();
@@ -64,7 +68,10 @@ mod tests {
     fn event_round_trip() {
         let raw = encode_event(EventType::Deleted, "pods/default/a", b"{}");
         let (t, k, o) = decode_event(&raw).expect("decodes");
-        assert_eq!((t, k.as_str(), &o[..]), (EventType::Deleted, "pods/default/a", &b"{}"[..]));
+        assert_eq!(
+            (t, k.as_str(), &o[..]),
+            (EventType::Deleted, "pods/default/a", &b"{}"[..])
+        );
         assert!(decode_event(&raw[..3]).is_err());
         assert!(decode_event(&[9, 0, 0, 0, 0]).is_err());
     }

@@ -206,10 +206,10 @@ impl Store {
         };
         let mut items = Vec::new();
         let mut next_key = None;
-        for (key, stored) in state.objects.range::<str, _>((
-            std::ops::Bound::Included(from),
-            std::ops::Bound::Unbounded,
-        )) {
+        for (key, stored) in state
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+        {
             if !key.starts_with(prefix) {
                 break;
             }
@@ -256,7 +256,10 @@ impl Store {
         let live = self.shared.events.subscribe();
         let items = state
             .objects
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();

@@ -16,7 +16,10 @@ fn create(key: &str) -> Op {
 
 fn rv_of(stored: &Stored) -> String {
     let v: serde_json::Value = serde_json::from_slice(&stored.data).unwrap();
-    v["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
@@ -66,7 +69,10 @@ async fn state_survives_restart_and_revisions_keep_growing() {
     {
         let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
         for i in 0..20 {
-            store.write(create(&format!("cm/default/{i}"))).await.unwrap();
+            store
+                .write(create(&format!("cm/default/{i}")))
+                .await
+                .unwrap();
         }
         store
             .write(Op::Delete {
@@ -98,7 +104,10 @@ async fn concurrent_writers_share_commits_and_get_distinct_revisions() {
     for i in 0..200 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.write(create(&format!("cm/default/{i}"))).await.unwrap().revision
+            s.write(create(&format!("cm/default/{i}")))
+                .await
+                .unwrap()
+                .revision
         }));
     }
     let mut revs = Vec::new();
@@ -123,7 +132,10 @@ async fn watch_replays_then_follows_and_compaction_gives_gone() {
     };
     let store = Store::open(dir.path(), config).unwrap();
     for i in 0..3 {
-        store.write(create(&format!("cm/default/{i}"))).await.unwrap();
+        store
+            .write(create(&format!("cm/default/{i}")))
+            .await
+            .unwrap();
     }
     let mut w = store.watch(1).unwrap();
     assert_eq!(w.backlog.len(), 2);
@@ -133,12 +145,18 @@ async fn watch_replays_then_follows_and_compaction_gives_gone() {
 
     // History holds 5 events: after 8 writes, revision 2 is gone.
     for i in 4..8 {
-        store.write(create(&format!("cm/default/{i}"))).await.unwrap();
+        store
+            .write(create(&format!("cm/default/{i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(store.compacted_revision(), 3);
     assert!(matches!(
         store.watch(2),
-        Err(StoreError::Compacted { requested: 2, compacted: 3 })
+        Err(StoreError::Compacted {
+            requested: 2,
+            compacted: 3
+        })
     ));
     assert!(store.watch(3).is_ok());
     store.compact(None).await.unwrap();

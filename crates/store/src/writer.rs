@@ -76,13 +76,22 @@ pub(crate) fn open(path: &Path, config: &StoreConfig) -> Result<(Database, State
     let txn = db.begin_read().map_err(storage)?;
     let meta = txn.open_table(META).map_err(storage)?;
     let read_meta = |name: &str| -> Result<u64, StoreError> {
-        Ok(meta.get(name).map_err(storage)?.map(|v| v.value()).unwrap_or(0))
+        Ok(meta
+            .get(name)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     };
     let mut revision = read_meta(META_REVISION)?;
     let mut compacted = read_meta(META_COMPACTED)?;
 
     let mut objects = std::collections::BTreeMap::new();
-    for entry in txn.open_table(OBJECTS).map_err(storage)?.iter().map_err(storage)? {
+    for entry in txn
+        .open_table(OBJECTS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
         let (k, v) = entry.map_err(storage)?;
         let (rev, data) = decode_object(v.value())?;
         revision = revision.max(rev);
@@ -95,7 +104,12 @@ pub(crate) fn open(path: &Path, config: &StoreConfig) -> Result<(Database, State
         );
     }
     let mut history = VecDeque::new();
-    for entry in txn.open_table(EVENTS).map_err(storage)?.iter().map_err(storage)? {
+    for entry in txn
+        .open_table(EVENTS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
         let (k, v) = entry.map_err(storage)?;
         let rev = k.value();
         if rev <= compacted {
@@ -124,12 +138,7 @@ pub(crate) fn open(path: &Path, config: &StoreConfig) -> Result<(Database, State
         compacted = compacted.max(revision);
     }
     drop(txn);
-    tracing::info!(
-        objects = objects.len(),
-        revision,
-        compacted,
-        "store opened"
-    );
+    tracing::info!(objects = objects.len(), revision, compacted, "store opened");
     Ok((
         db,
         State {
@@ -272,7 +281,11 @@ fn commit_writes(
             let _ = shared.events.send(event);
         }
         s.revision = revision;
-        while s.history.front().is_some_and(|e| e.revision <= new_compacted) {
+        while s
+            .history
+            .front()
+            .is_some_and(|e| e.revision <= new_compacted)
+        {
             s.history.pop_front();
         }
         s.compacted = new_compacted;
@@ -361,7 +374,10 @@ fn persist(
                 }
                 _ => {
                     objects
-                        .insert(&*p.key, encode_object(p.stored.revision, &p.stored.data).as_slice())
+                        .insert(
+                            &*p.key,
+                            encode_object(p.stored.revision, &p.stored.data).as_slice(),
+                        )
                         .map_err(storage)?;
                 }
             }
@@ -379,7 +395,8 @@ fn persist(
         }
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(META_REVISION, revision).map_err(storage)?;
-        meta.insert(META_COMPACTED, new_compacted).map_err(storage)?;
+        meta.insert(META_COMPACTED, new_compacted)
+            .map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }
@@ -390,12 +407,15 @@ fn compact(db: &Database, lock: &RwLock<State>, revision: Option<u64>) -> Result
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        events
-            .retain_in(..=target, |_, _| false)
-            .map_err(storage)?;
+        events.retain_in(..=target, |_, _| false).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
-        let old = meta.get(META_COMPACTED).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
-        meta.insert(META_COMPACTED, old.max(target)).map_err(storage)?;
+        let old = meta
+            .get(META_COMPACTED)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        meta.insert(META_COMPACTED, old.max(target))
+            .map_err(storage)?;
     }
     txn.commit().map_err(storage)?;
     let mut s = lock.write().unwrap_or_else(|p| p.into_inner());
