@@ -1,6 +1,7 @@
 //! Discovery (`/api`, `/apis`, per group-version resource lists, aggregated
-//! discovery v2), `/version` and the OpenAPI v3 documents kubectl reads to
-//! decide on server-side field validation.
+//! discovery v2), `/version`, the OpenAPI v3 documents kubectl reads to
+//! decide on server-side field validation, and an empty OpenAPI v2
+//! document for the kinds those do not cover.
 
 use ferry_api::resources::{RESOURCES, ResourceType, group_versions};
 use serde_json::{Value, json};
@@ -247,6 +248,45 @@ fn openapi_hash() -> String {
     format!("ferry-{}-{}", env!("CARGO_PKG_VERSION"), RESOURCES.len())
 }
 
+/// Content type of the protobuf-encoded OpenAPI v2 document. Clients ask
+/// for `...spec.v2@v1.0+protobuf`, but `@` is not allowed in a media type,
+/// so kube-apiserver answers with this spelling.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: a Swagger 2.0 document without definitions. kubectl
+/// reads it for client-side validation only for kinds the v3 documents do
+/// not cover, that is kinds this server does not serve. Finding no schema
+/// there, it goes on and reports the real problem, as against
+/// kube-apiserver (`no matches for kind "Widget" in version
+/// "example.com/v1"`), instead of failing on a missing document.
+pub fn openapi_v2() -> Value {
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0")},
+        "paths": {},
+        "definitions": {},
+    })
+}
+
+/// The same document in gnostic's `openapi_v2.Document` protobuf
+/// encoding, which is what kubectl asks for: `swagger` (field 1) and
+/// `info` (field 2) with its `title` (1) and `version` (2).
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn string_field(out: &mut Vec<u8>, field: u8, value: &[u8]) {
+        out.push(field << 3 | 2);
+        out.push(u8::try_from(value.len()).expect("short strings only"));
+        out.extend_from_slice(value);
+    }
+    let version = format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0");
+    let mut info = Vec::new();
+    string_field(&mut info, 1, b"Kubernetes");
+    string_field(&mut info, 2, version.as_bytes());
+    let mut doc = Vec::new();
+    string_field(&mut doc, 1, b"2.0");
+    string_field(&mut doc, 2, &info);
+    doc
+}
+
 /// `/openapi/v3/<api|apis/group>/<version>`: the operations of each
 /// resource, each declaring the `fieldValidation` and `dryRun` parameters.
 /// kubectl reads the PATCH operations to learn that this server validates
@@ -311,6 +351,9 @@ mod tests {
         let apps = resource_list("apps", "v1").expect("apps is served");
         assert!(apps.to_string().contains("deployments/scale"));
         assert!(resource_list("batch", "v1").is_none());
+        let v2 = openapi_v2_protobuf();
+        assert_eq!(&v2[..5], b"\x0a\x032.0");
+        assert_eq!(usize::from(v2[6]), v2.len() - 7, "info fills the rest");
         assert!(group("apps").is_some() && group("batch").is_none());
         let agg = aggregated(false).to_string();
         assert!(

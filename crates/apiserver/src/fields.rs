@@ -85,7 +85,7 @@ mod tests {
         let pods = find("", "v1", "pods").expect("pods are served");
         assert!(check_supported(pods, ["spec.nodeName", "status.phase"]).is_ok());
         assert_eq!(
-            check_supported(pods, ["spec.bogus"]).unwrap_err(),
+            check_supported(pods, ["spec.bogus"]).expect_err("unknown field"),
             "field label not supported: spec.bogus"
         );
         let pod =

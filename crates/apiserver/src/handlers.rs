@@ -61,7 +61,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn header_str<'a>(req: &'a Request<Incoming>, name: header::HeaderName) -> &'a str {
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> &str {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -98,6 +98,20 @@ async fn dispatch(state: &ServerState, req: Request<Incoming>) -> ApiResult<Resp
         Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
             .map(|v| http::json(200, &v))
             .ok_or_else(ApiError::path_not_found),
+        Route::OpenApiV2 => Ok(if accept.contains("protobuf") {
+            http::json_bytes(
+                200,
+                discovery::openapi_v2_protobuf(),
+                discovery::OPENAPI_V2_PROTOBUF,
+            )
+        } else {
+            http::json(200, &discovery::openapi_v2())
+        }),
+        Route::Metrics => Ok(http::json_bytes(
+            200,
+            state.registry.services.metrics(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )),
         Route::OpenApiV3Root => Ok(http::json(200, &discovery::openapi_v3_root())),
         Route::OpenApiV3 { group, version } => discovery::openapi_v3(&group, &version)
             .map(|v| http::json(200, &v))

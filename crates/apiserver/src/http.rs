@@ -32,7 +32,7 @@ pub fn json(code: u16, value: &Value) -> Response<Body> {
 
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut resp = json(e.code, &e.to_status());
-    if let Some(s) = e.retry_after_seconds {
+    if let Some(s) = e.details.retry_after_seconds {
         resp.headers_mut().insert(header::RETRY_AFTER, s.into());
     }
     resp

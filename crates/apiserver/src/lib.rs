@@ -7,9 +7,11 @@
 //! server-side Tables and field validation, so that unmodified `kubectl`
 //! and kube-rs work against it. Objects live in `ferry_store`.
 
+mod allocator;
 mod discovery;
 mod fields;
 mod handlers;
+mod kubernetes_service;
 mod http;
 mod namespaces;
 mod patch;
@@ -17,6 +19,7 @@ mod pki;
 mod registry;
 mod routes;
 mod schema;
+mod services;
 mod status;
 mod strategy;
 mod tables;
@@ -44,6 +47,14 @@ pub struct Config {
     pub max_object_bytes: usize,
     /// Watch events kept for resuming watches.
     pub watch_history: usize,
+    /// Range Service ClusterIPs come from; its first address goes to the
+    /// `kubernetes` Service.
+    pub service_cidr: String,
+    /// Range NodePorts come from, `first-last`.
+    pub node_port_range: String,
+    /// Address the `kubernetes` Service's endpoints point at; defaults to
+    /// the first bind address.
+    pub advertise_address: Option<SocketAddr>,
 }
 
 impl Config {
@@ -54,6 +65,9 @@ impl Config {
             tls_sans: Vec::new(),
             max_object_bytes: 3 * 1024 * 1024,
             watch_history: StoreConfig::default().watch_history,
+            service_cidr: "10.96.0.0/12".into(),
+            node_port_range: "30000-32767".into(),
+            advertise_address: None,
         }
     }
 }
@@ -153,14 +167,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
 
+    let services = services::ServiceAllocator::new(&config.service_cidr, &config.node_port_range)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let stored_services = store.list("services/", None, None, |_| true);
+    let problems = services.repair(stored_services.items.iter().filter_map(|(key, s)| {
+        serde_json::from_slice(&s.data).ok().map(|v| (key.as_str(), v))
+    }));
+    for p in problems {
+        tracing::warn!(problem = %p, "service allocation repair");
+    }
     let registry = Arc::new(registry::Registry {
         store: store.clone(),
+        services,
         max_object_bytes: config.max_object_bytes,
         namespace_deleted: Arc::new(Notify::new()),
     });
     namespaces::bootstrap(&registry)
         .await
         .map_err(|e| anyhow::anyhow!("creating the initial namespaces: {}", e.message))?;
+    let advertise = config.advertise_address.unwrap_or(primary);
+    kubernetes_service::reconcile(&registry, advertise)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciling the kubernetes Service: {}", e.message))?;
     let state = Arc::new(handlers::ServerState {
         registry: registry.clone(),
         token,

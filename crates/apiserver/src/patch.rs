@@ -7,7 +7,7 @@ use ferry_api::selector::LabelSelector;
 use ferry_api::strategic_merge;
 use serde_json::{Value, json};
 
-use crate::registry::{ObjectRef, Registry, WriteOptions, WriteOutcome};
+use crate::registry::{ObjectRef, ObjectSource, Registry, WriteOptions, WriteOutcome};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, Target};
 
@@ -91,8 +91,14 @@ pub async fn patch_object(
                     )));
                 }
                 let mut w = Vec::new();
-                let decoded =
-                    registry.decode_incoming(r.rt, r.namespace, patched, &opts, &mut w)?;
+                let decoded = registry.decode_incoming(
+                    r.rt,
+                    r.namespace,
+                    patched,
+                    ObjectSource::Patch,
+                    &opts,
+                    &mut w,
+                )?;
                 warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(w);
                 Ok(decoded)
             },

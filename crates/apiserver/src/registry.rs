@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::fields;
 use crate::schema;
+use crate::services::{self, Holdings, ServiceAllocator};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, Target};
 
@@ -37,6 +38,15 @@ impl FieldValidation {
             ))),
         }
     }
+}
+
+/// Where the full object of a write comes from. kube-apiserver words a
+/// strict decoding error differently for a request body (create, update)
+/// and for the result of a patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectSource {
+    Body,
+    Patch,
 }
 
 /// Options shared by create, update and patch.
@@ -140,9 +150,14 @@ pub fn collection_prefix(rt: &ResourceType, namespace: Option<&str>) -> String {
 
 pub struct Registry {
     pub store: Store,
+    pub services: ServiceAllocator,
     pub max_object_bytes: usize,
     /// Woken when a namespace starts terminating.
     pub namespace_deleted: Arc<Notify>,
+}
+
+fn is_service(rt: &ResourceType) -> bool {
+    rt.group.is_empty() && rt.kind == "Service"
 }
 
 fn parse_stored(stored: &Stored) -> ApiResult<Value> {
@@ -185,6 +200,7 @@ impl Registry {
         rt: &'static ResourceType,
         namespace: Option<&str>,
         mut obj: Value,
+        source: ObjectSource,
         opts: &WriteOptions,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
@@ -230,10 +246,14 @@ impl Registry {
                 .collect();
             match opts.field_validation {
                 FieldValidation::Strict => {
-                    return Err(ApiError::bad_request(format!(
-                        "strict decoding error: {}",
-                        messages.join(", ")
-                    )));
+                    let strict = format!("strict decoding error: {}", messages.join(", "));
+                    return Err(ApiError::bad_request(match source {
+                        ObjectSource::Body => format!(
+                            "{} in version \"{}\" cannot be handled as a {}: {strict}",
+                            rt.kind, rt.version, rt.kind
+                        ),
+                        ObjectSource::Patch => strict,
+                    }));
                 }
                 FieldValidation::Warn => warnings.extend(messages),
                 FieldValidation::Ignore => {}
@@ -291,8 +311,8 @@ impl Registry {
             let mut e = ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ));
-            e.name = Some(ns.to_string());
-            e.kind = Some("namespaces".into());
+            e.details.name = Some(ns.to_string());
+            e.details.kind = Some("namespaces".into());
             return Err(e);
         }
         Ok(())
@@ -306,7 +326,14 @@ impl Registry {
         opts: WriteOptions,
     ) -> ApiResult<WriteOutcome> {
         let mut warnings = Vec::new();
-        let mut obj = self.decode_incoming(rt, namespace, body, &opts, &mut warnings)?;
+        let mut obj = self.decode_incoming(
+            rt,
+            namespace,
+            body,
+            ObjectSource::Body,
+            &opts,
+            &mut warnings,
+        )?;
         if revision_of(&obj)?.is_some() {
             return Err(ApiError::internal(
                 "resourceVersion should not be set on objects to be created",
@@ -332,17 +359,23 @@ impl Registry {
         self.validate(rt, &obj, &name)?;
         self.check_namespace(rt, namespace)?;
         let key = object_key(rt, namespace, &name);
+        if opts.dry_run && self.store.get(&key).is_some() {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        let reserved = self.reserve(rt, &mut obj, None, &name)?;
         if opts.dry_run {
-            if self.store.get(&key).is_some() {
-                return Err(ApiError::already_exists(rt, &name));
-            }
+            self.services.release(&reserved);
             return Ok(WriteOutcome {
                 object: Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
                 warnings,
                 created: true,
             });
         }
-        match self.store.write(Op::Create { key, object: obj }).await {
+        let result = self.store.write(Op::Create { key, object: obj }).await;
+        if result.is_err() {
+            self.services.release(&reserved);
+        }
+        match result {
             Ok(stored) => Ok(WriteOutcome {
                 object: stored.data,
                 warnings,
@@ -350,6 +383,22 @@ impl Registry {
             }),
             Err(StoreError::AlreadyExists(_)) => Err(ApiError::already_exists(rt, &name)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reserves the ClusterIP and NodePorts a Service needs (nothing for
+    /// other kinds).
+    fn reserve(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> ApiResult<Holdings> {
+        if is_service(rt) {
+            self.services.reserve(obj, old, name)
+        } else {
+            Ok(Holdings::default())
         }
     }
 
@@ -362,7 +411,14 @@ impl Registry {
         opts: WriteOptions,
     ) -> ApiResult<WriteOutcome> {
         let mut warnings = Vec::new();
-        let obj = self.decode_incoming(r.rt, r.namespace, body, &opts, &mut warnings)?;
+        let obj = self.decode_incoming(
+            r.rt,
+            r.namespace,
+            body,
+            ObjectSource::Body,
+            &opts,
+            &mut warnings,
+        )?;
         match obj["metadata"].get("name").and_then(Value::as_str) {
             Some(n) if n == r.name => {}
             Some(n) if !n.is_empty() => {
@@ -421,9 +477,14 @@ impl Registry {
             }
             let old = parse_stored(&stored)?;
             let mut new = mutate(&old)?;
+            if is_service(r.rt) {
+                services::carry_over_allocations(&mut new, &old);
+            }
             strategy::prepare_for_update(r.rt, &mut new, &old, target);
             self.validate(r.rt, &new, r.name)?;
+            let reserved = self.reserve(r.rt, &mut new, Some(&old), r.name)?;
             if opts.dry_run {
+                self.services.release(&reserved);
                 return Ok(WriteOutcome {
                     object: Bytes::from(serde_json::to_vec(&new).unwrap_or_default()),
                     warnings: Vec::new(),
@@ -436,13 +497,22 @@ impl Registry {
             strategy::metadata_mut(&mut comparable)
                 .insert("resourceVersion".into(), json!(stored.revision.to_string()));
             if comparable == old {
+                self.services.release(&reserved);
                 return Ok(WriteOutcome {
                     object: stored.data,
                     warnings: Vec::new(),
                     created: false,
                 });
             }
-            let op = if strategy::ready_to_remove(&new) && r.rt.kind != "Namespace" {
+            let removing = strategy::ready_to_remove(&new) && r.rt.kind != "Namespace";
+            let freed = if !is_service(r.rt) {
+                Holdings::default()
+            } else if removing {
+                Holdings::of(&old)
+            } else {
+                ServiceAllocator::released_by_update(&old, &new)
+            };
+            let op = if removing {
                 Op::Delete {
                     key: key.clone(),
                     expected_revision: Some(stored.revision),
@@ -454,7 +524,13 @@ impl Registry {
                     expected_revision: Some(stored.revision),
                 }
             };
-            match self.store.write(op).await {
+            let result = self.store.write(op).await;
+            if result.is_ok() {
+                self.services.release(&freed);
+            } else {
+                self.services.release(&reserved);
+            }
+            match result {
                 Ok(stored) => {
                     return Ok(WriteOutcome {
                         object: stored.data,
@@ -570,7 +646,12 @@ impl Registry {
                 })
                 .await
             {
-                Ok(s) => return Ok(s.data),
+                Ok(s) => {
+                    if is_service(r.rt) {
+                        self.services.release(&Holdings::of(&current));
+                    }
+                    return Ok(s.data);
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(r.rt, r.name)),
                 Err(e) => return Err(e.into()),

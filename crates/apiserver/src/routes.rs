@@ -8,10 +8,12 @@ use crate::status::ApiError;
 pub enum Route {
     Version,
     Health,
+    Metrics,
     ApiRoot,
     ApisRoot,
     Group(String),
     ResourceList { group: String, version: String },
+    OpenApiV2,
     OpenApiV3Root,
     OpenApiV3 { group: String, version: String },
     Resource(ResourcePath),
@@ -33,6 +35,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     let route = match segments.as_slice() {
         ["version"] => Route::Version,
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
+        ["metrics"] => Route::Metrics,
         ["api"] => Route::ApiRoot,
         ["apis"] => Route::ApisRoot,
         ["apis", group] => Route::Group(group.to_string()),
@@ -44,6 +47,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
             group: group.to_string(),
             version: version.to_string(),
         },
+        ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Root,
         ["openapi", "v3", "api", version] => Route::OpenApiV3 {
             group: String::new(),

@@ -13,17 +13,23 @@ pub struct Cause {
     pub field: String,
 }
 
+/// `details` of a `Status`; boxed in [`ApiError`] to keep results small.
+#[derive(Debug, Clone, Default)]
+pub struct Details {
+    pub name: Option<String>,
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub causes: Vec<Cause>,
+    pub retry_after_seconds: Option<u32>,
+}
+
 /// An error answered with a `Status` body.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub name: Option<String>,
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub causes: Vec<Cause>,
-    pub retry_after_seconds: Option<u32>,
+    pub details: Box<Details>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -34,20 +40,16 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after_seconds: None,
+            details: Box::default(),
         }
     }
 
     fn with_details(mut self, rt: &ResourceType, name: &str) -> Self {
-        self.name = Some(name.to_string());
+        self.details.name = Some(name.to_string());
         if !rt.group.is_empty() {
-            self.group = Some(rt.group.to_string());
+            self.details.group = Some(rt.group.to_string());
         }
-        self.kind = Some(rt.plural.to_string());
+        self.details.kind = Some(rt.plural.to_string());
         self
     }
 
@@ -162,12 +164,12 @@ impl ApiError {
             "Invalid",
             format!("{} \"{}\" is invalid: {}", rt.kind, name, summary),
         );
-        e.name = Some(name.to_string());
+        e.details.name = Some(name.to_string());
         if !rt.group.is_empty() {
-            e.group = Some(rt.group.to_string());
+            e.details.group = Some(rt.group.to_string());
         }
-        e.kind = Some(rt.kind.to_string());
-        e.causes = errors
+        e.details.kind = Some(rt.kind.to_string());
+        e.details.causes = errors
             .iter()
             .map(|fe| Cause {
                 reason: fe.reason.as_str().to_string(),
@@ -193,7 +195,7 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(503, "ServiceUnavailable", message);
-        e.retry_after_seconds = Some(1);
+        e.details.retry_after_seconds = Some(1);
         e
     }
 
@@ -208,21 +210,22 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        let d = &self.details;
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        if let Some(n) = &d.name {
             details.insert("name".into(), json!(n));
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = &d.group {
             details.insert("group".into(), json!(g));
         }
-        if let Some(k) = &self.kind {
+        if let Some(k) = &d.kind {
             details.insert("kind".into(), json!(k));
         }
-        if !self.causes.is_empty() {
+        if !d.causes.is_empty() {
             details.insert(
                 "causes".into(),
                 Value::Array(
-                    self.causes
+                    d.causes
                         .iter()
                         .map(
                             |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
@@ -231,7 +234,7 @@ impl ApiError {
                 ),
             );
         }
-        if let Some(s) = self.retry_after_seconds {
+        if let Some(s) = d.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(s));
         }
         if !details.is_empty() {

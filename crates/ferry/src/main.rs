@@ -44,6 +44,16 @@ struct ApiserverArgs {
     /// Watch events kept so watches can resume; older starts get 410 Gone.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
+    /// CIDR Service ClusterIPs are allocated from.
+    #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Range NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Address the `kubernetes` Service points at (defaults to the first
+    /// bind address).
+    #[arg(long)]
+    advertise_address: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +81,9 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     config.tls_sans = args.tls_sans;
     config.max_object_bytes = args.max_object_bytes;
     config.watch_history = args.watch_history;
+    config.service_cidr = args.service_cidr;
+    config.node_port_range = args.service_node_port_range;
+    config.advertise_address = args.advertise_address;
     let server = ferry_apiserver::start(config).await?;
     let urls: Vec<String> = server
         .addresses
