@@ -5,6 +5,7 @@
 //! strategic-merge-patch engine and the server-side table printers. Everything
 //! here is a pure function of its inputs so it can be unit- and property-tested.
 
+pub mod conversion;
 pub mod printers;
 pub mod resources;
 pub mod selector;

@@ -32,6 +32,21 @@ impl ResourceType {
         }
     }
 
+    /// The version objects of this resource are stored in: legacy
+    /// versions (`extensions/v1beta1` Ingress) are served by converting
+    /// to and from it.
+    pub fn storage(&'static self) -> &'static ResourceType {
+        if self.kind == "Ingress" && self.version != "v1" {
+            find("networking.k8s.io", "v1", "ingresses").expect("v1 Ingress is served")
+        } else {
+            self
+        }
+    }
+
+    pub fn is_legacy_version(&'static self) -> bool {
+        !std::ptr::eq(self.storage(), self)
+    }
+
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
@@ -103,6 +118,11 @@ const fn workload(mut r: ResourceType) -> ResourceType {
     r.has_status = true;
     r.tracks_generation = true;
     r.categories = &["all"];
+    r
+}
+
+const fn legacy_beta(mut r: ResourceType) -> ResourceType {
+    r.version = "v1beta1";
     r
 }
 
@@ -192,6 +212,23 @@ pub static RESOURCES: &[ResourceType] = &[
         &[],
     ),
     rt("coordination.k8s.io", "Lease", "leases", "lease", true, &[]),
+    // Served for manifests written before Kubernetes 1.22; stored as v1.
+    legacy_beta(with_status(rt(
+        "networking.k8s.io",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        &[],
+    ))),
+    legacy_beta(with_status(rt(
+        "extensions",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        &[],
+    ))),
 ];
 
 /// Find a resource by the URL triple.
@@ -235,8 +272,12 @@ mod tests {
     fn lookups_agree() {
         for r in RESOURCES {
             assert_eq!(find(r.group, r.version, r.plural), Some(r));
-            assert_eq!(find_kind(r.group, r.kind), Some(r));
+            // find_kind gives the stored version.
+            assert_eq!(find_kind(r.group, r.kind).map(|k| k.storage()), Some(r.storage()));
         }
+        let legacy = find("extensions", "v1beta1", "ingresses").expect("served");
+        assert!(legacy.is_legacy_version());
+        assert_eq!(legacy.storage().api_version(), "networking.k8s.io/v1");
         assert_eq!(
             find("apps", "v1", "deployments").map(|r| r.api_version()),
             Some("apps/v1".to_string())

@@ -20,7 +20,9 @@ use crate::routes::{self, ResourcePath, Route};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::Target;
 use crate::tables::{self, IncludeObject};
+use crate::versions;
 use crate::watch::{self, WatchParams};
+use ferry_api::resources::ResourceType;
 
 /// What every request handler shares.
 pub struct ServerState {
@@ -165,11 +167,33 @@ async fn resource(
     path: ResourcePath,
     accept: &str,
 ) -> ApiResult<Response<Body>> {
+    let deprecation = versions::deprecation(path.rt);
+    let resp = resource_verbs(state, req, path, accept).await?;
+    Ok(match deprecation {
+        Some(w) => with_warnings(resp, &[w.to_string()]),
+        None => resp,
+    })
+}
+
+/// Answers with the written object, in the version the client used.
+fn written_as(view: &'static ResourceType, code: u16, mut outcome: WriteOutcome) -> ApiResult<Response<Body>> {
+    outcome.object = versions::bytes_from_storage(view, outcome.object)?;
+    Ok(written(code, outcome))
+}
+
+async fn resource_verbs(
+    state: &ServerState,
+    req: Request<Incoming>,
+    path: ResourcePath,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
     let query = Query::parse(req.uri().query());
     let method = req.method().clone();
     let content_type = header_str(&req, header::CONTENT_TYPE).to_string();
     let registry = &state.registry;
-    let rt = path.rt;
+    // `view` is the version the client speaks, `rt` the one stored.
+    let view = path.rt;
+    let rt = view.storage();
     if rt.namespaced && path.namespace.is_none() && path.name.is_some() {
         return Err(ApiError::path_not_found());
     }
@@ -189,11 +213,11 @@ async fn resource(
                     return Err(ApiError::method_not_allowed("create"));
                 }
                 let body = read_body(registry, req).await?;
-                let obj = decode_body(&content_type, &body)?;
+                let obj = versions::to_storage(view, decode_body(&content_type, &body)?)?;
                 let outcome = registry
                     .create(rt, namespace, obj, write_options(&query)?)
                     .await?;
-                Ok(written(201, outcome))
+                written_as(view, 201, outcome)
             }
             Method::DELETE => {
                 let body = read_body(registry, req).await?;
@@ -254,7 +278,8 @@ async fn resource(
                 return Ok(http::json(200, &t));
             }
             let stored = registry.get(r)?;
-            Ok(http::json_bytes(200, stored.data, "application/json"))
+            let data = versions::bytes_from_storage(view, stored.data)?;
+            Ok(http::json_bytes(200, data, "application/json"))
         }
         (Method::PUT, Some("scale")) => {
             let body = read_body(registry, req).await?;
@@ -289,7 +314,7 @@ async fn resource(
         }
         (Method::PUT, sub) => {
             let body = read_body(registry, req).await?;
-            let obj = decode_body(&content_type, &body)?;
+            let obj = versions::to_storage(view, decode_body(&content_type, &body)?)?;
             let target = if sub == Some("status") {
                 Target::Status
             } else {
@@ -298,7 +323,7 @@ async fn resource(
             let outcome = registry
                 .update(r, target, obj, write_options(&query)?)
                 .await?;
-            Ok(written(if outcome.created { 201 } else { 200 }, outcome))
+            written_as(view, if outcome.created { 201 } else { 200 }, outcome)
         }
         (Method::PATCH, sub) if sub != Some("finalize") => {
             let patch_type = PatchType::from_content_type(&content_type)?;
@@ -309,10 +334,17 @@ async fn resource(
             } else {
                 Target::Main
             };
-            let outcome =
-                patch::patch_object(registry, r, target, patch_type, &p, write_options(&query)?)
-                    .await?;
-            Ok(written(200, outcome))
+            let outcome = patch::patch_object(
+                registry,
+                r,
+                view,
+                target,
+                patch_type,
+                &p,
+                write_options(&query)?,
+            )
+            .await?;
+            written_as(view, 200, outcome)
         }
         (Method::DELETE, None) => {
             let body = read_body(registry, req).await?;
@@ -321,7 +353,8 @@ async fn resource(
                 .transpose()?;
             let opts = DeleteOptions::from_parts(body.as_ref(), &query)?;
             let obj = registry.delete(r, &opts).await?;
-            Ok(http::json_bytes(200, obj, "application/json"))
+            let data = versions::bytes_from_storage(view, obj)?;
+            Ok(http::json_bytes(200, data, "application/json"))
         }
         (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
     }
@@ -349,7 +382,8 @@ fn list(
     query: &Query,
     table: Option<IncludeObject>,
 ) -> ApiResult<Response<Body>> {
-    let rt = path.rt;
+    let view = path.rt;
+    let rt = view.storage();
     let filters = Filters::parse(rt, query.get("labelSelector"), query.get("fieldSelector"))?;
     let limit = query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
     let token = query
@@ -395,26 +429,29 @@ fn list(
             &tables::table(rt, &objects, include, metadata),
         ));
     }
+    let mut items = page.items.into_iter().map(|(_, s)| s.data).collect::<Vec<_>>();
+    if view.is_legacy_version() {
+        items = items
+            .into_iter()
+            .map(|data| versions::bytes_from_storage(view, data))
+            .collect::<ApiResult<_>>()?;
+    }
     // Items are already JSON; splice them in without re-encoding.
     let head =
-        json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": metadata});
+        json!({"kind": view.list_kind(), "apiVersion": view.api_version(), "metadata": metadata});
     let head = serde_json::to_vec(&head).unwrap_or_default();
     let mut out = BytesMut::with_capacity(
         head.len()
             + 16
-            + page
-                .items
-                .iter()
-                .map(|(_, s)| s.data.len() + 1)
-                .sum::<usize>(),
+            + items.iter().map(|d| d.len() + 1).sum::<usize>(),
     );
     out.put_slice(&head[..head.len() - 1]);
     out.put_slice(b",\"items\":[");
-    for (i, (_, stored)) in page.items.iter().enumerate() {
+    for (i, data) in items.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
-        out.put_slice(&stored.data);
+        out.put_slice(data);
     }
     out.put_slice(b"]}");
     Ok(http::json_bytes(200, out.freeze(), "application/json"))
@@ -426,7 +463,8 @@ fn watch_collection(
     query: &Query,
     table: Option<IncludeObject>,
 ) -> ApiResult<Response<Body>> {
-    let rt = path.rt;
+    let view = path.rt;
+    let rt = view.storage();
     let filters = Filters::parse(rt, query.get("labelSelector"), query.get("fieldSelector"))?;
     let timeout = match query.int("timeoutSeconds")? {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
@@ -441,6 +479,7 @@ fn watch_collection(
         send_initial_events: query.flag("sendInitialEvents"),
         filters,
         table,
+        view,
     };
     let body = watch::start(state.registry.clone(), rt, path.namespace.clone(), params)?;
     Ok(Response::builder()

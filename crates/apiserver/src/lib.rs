@@ -23,6 +23,7 @@ mod services;
 mod status;
 mod strategy;
 mod tables;
+mod versions;
 mod watch;
 
 use std::net::SocketAddr;

@@ -122,7 +122,10 @@ async fn sweep(registry: &Registry) -> ApiResult<bool> {
         };
         pending = true;
         let mut remaining = 0;
-        for rt in RESOURCES.iter().filter(|r| r.namespaced) {
+        for rt in RESOURCES
+            .iter()
+            .filter(|r| r.namespaced && !r.is_legacy_version())
+        {
             let items = registry
                 .list(rt, Some(name), &Filters::default(), None, None)
                 .items;

@@ -7,6 +7,8 @@ use ferry_api::selector::LabelSelector;
 use ferry_api::strategic_merge;
 use serde_json::{Value, json};
 
+use crate::versions;
+use ferry_api::resources::ResourceType;
 use crate::registry::{ObjectRef, ObjectSource, Registry, WriteOptions, WriteOutcome};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, Target};
@@ -65,6 +67,7 @@ pub fn apply_patch(
 pub async fn patch_object(
     registry: &Registry,
     r: ObjectRef<'_>,
+    view: &'static ResourceType,
     target: Target,
     patch_type: PatchType,
     patch: &Value,
@@ -77,7 +80,11 @@ pub async fn patch_object(
             None,
             opts,
             |current| {
-                let patched = apply_patch(current, patch_type, patch, r.rt.group, r.rt.kind)?;
+                // The patch is written against the version the client
+                // speaks; legacy versions are converted around it.
+                let current_view = versions::from_storage(view, current)?;
+                let patched = apply_patch(&current_view, patch_type, patch, view.group, view.kind)?;
+                let patched = versions::to_storage(view, patched)?;
                 // A resourceVersion in the patch is a precondition.
                 if patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
                 {
@@ -172,9 +179,15 @@ pub async fn write_scale(
                     ScaleChange::Replace(body) => (*body).clone(),
                     ScaleChange::Patch(t, p) => apply_patch(&scale, *t, p, "autoscaling", "Scale")?,
                 };
-                let replicas = new_scale["spec"]["replicas"].as_i64().ok_or_else(|| {
-                    ApiError::bad_request("Scale.spec.replicas must be an integer")
-                })?;
+                // `replicas` is `omitempty` in the Go type, so clients
+                // (kubectl scale --replicas=0 with a precondition) leave
+                // it out to mean zero.
+                let replicas = match &new_scale["spec"]["replicas"] {
+                    Value::Null => 0,
+                    v => v.as_i64().ok_or_else(|| {
+                        ApiError::bad_request("Scale.spec.replicas must be an integer")
+                    })?,
+                };
                 if replicas < 0 {
                     let kind = "Scale";
                     return Err(ApiError::unprocessable(format!(

@@ -26,6 +26,8 @@ pub struct WatchParams {
     pub filters: Filters,
     /// Rows as Tables (`kubectl get -w`), with this include mode.
     pub table: Option<IncludeObject>,
+    /// The version the client watches in (objects are converted to it).
+    pub view: &'static ResourceType,
 }
 
 /// How often an idle watch gets a bookmark.
@@ -193,6 +195,18 @@ impl EventWriter {
             let table = tables::table(self.rt, std::slice::from_ref(&obj), include, json!({}));
             return self.send_raw(event_type, &table).await;
         }
+        let converted;
+        let object = if self.params.view.is_legacy_version() {
+            match crate::versions::bytes_from_storage(self.params.view, object.clone()) {
+                Ok(c) => {
+                    converted = c;
+                    &converted
+                }
+                Err(e) => return self.send_raw("ERROR", &e.to_status()).await,
+            }
+        } else {
+            object
+        };
         let mut line = BytesMut::with_capacity(object.len() + 40);
         line.put_slice(b"{\"type\":\"");
         line.put_slice(event_type.as_bytes());
@@ -216,7 +230,7 @@ impl EventWriter {
         }
         let object = json!({
             "kind": self.rt.kind,
-            "apiVersion": self.rt.api_version(),
+            "apiVersion": self.params.view.api_version(),
             "metadata": metadata,
         });
         self.send_raw("BOOKMARK", &object).await
