@@ -25,6 +25,42 @@ enum Command {
     /// how to reach it; the simulated nodes and the pod network are not
     /// built yet.
     Up(ApiserverArgs),
+    /// Run the controllers (endpoint slices, workloads, GC, scheduler,
+    /// node and LoadBalancer IPAM) against an API server.
+    Controllers(ControllersArgs),
+}
+
+#[derive(clap::Args)]
+struct ControllersArgs {
+    /// Kubeconfig to reach the API server (default: $KUBECONFIG, then
+    /// in-cluster configuration).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Elect a leader through a Lease so several instances can run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Seconds a leader lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration: u64,
+    /// Pod network, split into one subnet per node.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Addresses for `type: LoadBalancer` Services (repeatable; single IPs
+    /// or CIDRs).
+    #[arg(long = "load-balancer-pool")]
+    load_balancer_pool: Vec<String>,
+    /// Only serve LoadBalancer Services of this `loadBalancerClass`.
+    #[arg(long)]
+    load_balancer_class: Option<String>,
+    /// Most endpoints in one EndpointSlice.
+    #[arg(long, default_value_t = 100)]
+    max_endpoints_per_slice: usize,
+    /// Seconds a node may miss heartbeats before it is marked NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
 }
 
 #[derive(clap::Args)]
@@ -45,7 +81,11 @@ struct ApiserverArgs {
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
     /// CIDR Service ClusterIPs are allocated from.
-    #[arg(long = "service-cluster-ip-range", alias = "service-cidr", default_value = "10.96.0.0/12")]
+    #[arg(
+        long = "service-cluster-ip-range",
+        alias = "service-cidr",
+        default_value = "10.96.0.0/12"
+    )]
     service_cidr: String,
     /// Range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767")]
@@ -68,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Apiserver(args) => runtime.block_on(apiserver(args)),
+        Command::Controllers(args) => runtime.block_on(controllers(args)),
         Command::Up(args) => {
             eprintln!("ferry up: starting the API server (lab nodes are not implemented yet)");
             runtime.block_on(apiserver(args))
@@ -98,4 +139,42 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     tracing::info!("interrupted, stopping");
     server.shutdown();
     Ok(())
+}
+
+/// A kube-rs client from a kubeconfig file, or the usual inference.
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = ferry_controllers::Config {
+        leader_elect: args.leader_elect,
+        lease_duration: std::time::Duration::from_secs(args.leader_elect_lease_duration),
+        renew_deadline: std::time::Duration::from_secs(
+            (args.leader_elect_lease_duration * 2 / 3).max(1),
+        ),
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        load_balancer_pool: args.load_balancer_pool,
+        load_balancer_class: args.load_balancer_class,
+        max_endpoints_per_slice: args.max_endpoints_per_slice,
+        node_monitor_grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+        ..ferry_controllers::Config::default()
+    };
+    tokio::select! {
+        result = ferry_controllers::run(client, config) => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted, stopping");
+            Ok(())
+        }
+    }
 }

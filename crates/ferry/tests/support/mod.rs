@@ -163,3 +163,58 @@ pub fn kubectl_available() -> bool {
     }
     found
 }
+
+/// A running `ferry controllers` process.
+pub struct Controllers {
+    child: Child,
+}
+
+impl Controllers {
+    /// Starts the controllers against `server` with extra flags.
+    pub fn start(server: &Apiserver, extra: &[&str]) -> Controllers {
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("controllers")
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ferry binary runs");
+        Controllers { child }
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after
+/// `seconds` with `what`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
