@@ -159,8 +159,12 @@ async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let config = ferry_controllers::Config {
         leader_elect: args.leader_elect,
         lease_duration: std::time::Duration::from_secs(args.leader_elect_lease_duration),
-        renew_deadline: std::time::Duration::from_secs(
-            (args.leader_elect_lease_duration * 2 / 3).max(1),
+        // client-go's proportions: renew 10 s and retry 2 s of a 15 s lease.
+        renew_deadline: std::time::Duration::from_millis(
+            (args.leader_elect_lease_duration * 2000 / 3).max(1000),
+        ),
+        retry_period: std::time::Duration::from_millis(
+            (args.leader_elect_lease_duration * 2000 / 15).max(200),
         ),
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
