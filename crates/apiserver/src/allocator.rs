@@ -273,7 +273,10 @@ mod tests {
             Err(AllocationError::OutOfRange)
         );
         // Network and broadcast addresses are out of range.
-        assert_eq!(r.allocate(Ipv4Addr::new(10, 96, 0, 0)), Err(AllocationError::OutOfRange));
+        assert_eq!(
+            r.allocate(Ipv4Addr::new(10, 96, 0, 0)),
+            Err(AllocationError::OutOfRange)
+        );
         assert_eq!(
             r.allocate(Ipv4Addr::new(10, 111, 255, 255)),
             Err(AllocationError::OutOfRange)

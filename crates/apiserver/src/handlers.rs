@@ -176,7 +176,11 @@ async fn resource(
 }
 
 /// Answers with the written object, in the version the client used.
-fn written_as(view: &'static ResourceType, code: u16, mut outcome: WriteOutcome) -> ApiResult<Response<Body>> {
+fn written_as(
+    view: &'static ResourceType,
+    code: u16,
+    mut outcome: WriteOutcome,
+) -> ApiResult<Response<Body>> {
     outcome.object = versions::bytes_from_storage(view, outcome.object)?;
     Ok(written(code, outcome))
 }
@@ -429,7 +433,11 @@ fn list(
             &tables::table(rt, &objects, include, metadata),
         ));
     }
-    let mut items = page.items.into_iter().map(|(_, s)| s.data).collect::<Vec<_>>();
+    let mut items = page
+        .items
+        .into_iter()
+        .map(|(_, s)| s.data)
+        .collect::<Vec<_>>();
     if view.is_legacy_version() {
         items = items
             .into_iter()
@@ -440,11 +448,8 @@ fn list(
     let head =
         json!({"kind": view.list_kind(), "apiVersion": view.api_version(), "metadata": metadata});
     let head = serde_json::to_vec(&head).unwrap_or_default();
-    let mut out = BytesMut::with_capacity(
-        head.len()
-            + 16
-            + items.iter().map(|d| d.len() + 1).sum::<usize>(),
-    );
+    let mut out =
+        BytesMut::with_capacity(head.len() + 16 + items.iter().map(|d| d.len() + 1).sum::<usize>());
     out.put_slice(&head[..head.len() - 1]);
     out.put_slice(b",\"items\":[");
     for (i, data) in items.iter().enumerate() {

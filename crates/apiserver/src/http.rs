@@ -139,8 +139,14 @@ pub fn wants_aggregated_discovery(accept: &str) -> bool {
     })
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
+/// Reads the whole request body, refusing more than `limit` bytes. A body
+/// whose declared length is over the limit is refused before any of it is
+/// read, as kube-apiserver does: a client waiting for `100 Continue` then
+/// never sends it.
 pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(ApiError::too_large(limit));
+    }
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

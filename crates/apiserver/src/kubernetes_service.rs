@@ -28,7 +28,9 @@ async fn ensure(registry: &Registry, rt: &'static ResourceType, desired: Value) 
     };
     match registry.get_value(r) {
         Err(e) if e.code == 404 => {
-            registry.create(rt, Some("default"), desired, OPTIONS).await?;
+            registry
+                .create(rt, Some("default"), desired, OPTIONS)
+                .await?;
         }
         Err(e) => return Err(e),
         Ok((_, current)) => {

@@ -11,11 +11,12 @@ mod allocator;
 mod discovery;
 mod fields;
 mod handlers;
-mod kubernetes_service;
 mod http;
+mod kubernetes_service;
 mod namespaces;
 mod patch;
 mod pki;
+mod protobuf;
 mod registry;
 mod routes;
 mod schema;
@@ -172,7 +173,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!(e))?;
     let stored_services = store.list("services/", None, None, |_| true);
     let problems = services.repair(stored_services.items.iter().filter_map(|(key, s)| {
-        serde_json::from_slice(&s.data).ok().map(|v| (key.as_str(), v))
+        serde_json::from_slice(&s.data)
+            .ok()
+            .map(|v| (key.as_str(), v))
     }));
     for p in problems {
         tracing::warn!(problem = %p, "service allocation repair");

@@ -7,11 +7,11 @@ use ferry_api::selector::LabelSelector;
 use ferry_api::strategic_merge;
 use serde_json::{Value, json};
 
-use crate::versions;
-use ferry_api::resources::ResourceType;
 use crate::registry::{ObjectRef, ObjectSource, Registry, WriteOptions, WriteOutcome};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, Target};
+use crate::versions;
+use ferry_api::resources::ResourceType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {

@@ -795,6 +795,8 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
                 ApiError::bad_request(format!("couldn't get version/kind; yaml parse error: {e}"))
             })
         }
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't decode the protobuf body: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

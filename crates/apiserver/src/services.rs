@@ -178,7 +178,12 @@ impl ServiceAllocator {
     /// version, if any) does not already hold. Returns what was newly
     /// reserved (to release if the write fails); on error nothing stays
     /// reserved.
-    pub fn reserve(&self, svc: &mut Value, old: Option<&Value>, name: &str) -> Result<Holdings, ApiError> {
+    pub fn reserve(
+        &self,
+        svc: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> Result<Holdings, ApiError> {
         let held = old.map(Holdings::of).unwrap_or_default();
         let mut r = self.lock();
         let mut reserved = Holdings::default();
@@ -198,9 +203,9 @@ impl ServiceAllocator {
                             .expect("services are served");
                         ApiError::invalid(services, name, &errors)
                     }
-                    Reservation::Full(what) => ApiError::internal(format!(
-                        "failed to allocate a {what}: range is full"
-                    )),
+                    Reservation::Full(what) => {
+                        ApiError::internal(format!("failed to allocate a {what}: range is full"))
+                    }
                 })
             }
         }
@@ -216,7 +221,10 @@ impl ServiceAllocator {
         if needs_cluster_ip(svc) {
             let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
             let ip = if requested.is_empty() {
-                let ip = r.ips.allocate_next().map_err(|_| Reservation::Full("serviceIP"))?;
+                let ip = r
+                    .ips
+                    .allocate_next()
+                    .map_err(|_| Reservation::Full("serviceIP"))?;
                 reserved.ips.insert(ip);
                 ip
             } else {
@@ -238,7 +246,9 @@ impl ServiceAllocator {
                                     "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
                                     r.ips.cidr()
                                 ),
-                                _ => format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                                _ => format!(
+                                    "failed to allocate IP {ip}: provided IP is already allocated"
+                                ),
                             };
                             return Err(Reservation::Invalid(vec![invalid(
                                 "spec.clusterIPs",
@@ -266,7 +276,10 @@ impl ServiceAllocator {
             let value = match requested {
                 Some(n) => n,
                 None if node_ports => {
-                    let n = r.ports.allocate_next().map_err(|_| Reservation::Full("nodePort"))?;
+                    let n = r
+                        .ports
+                        .allocate_next()
+                        .map_err(|_| Reservation::Full("nodePort"))?;
                     reserved.ports.insert(n);
                     mine.insert(n);
                     port["nodePort"] = json!(n);
@@ -303,9 +316,15 @@ impl ServiceAllocator {
         }
 
         if needs_health_check_port(svc) {
-            match svc["spec"]["healthCheckNodePort"].as_i64().filter(|n| *n != 0) {
+            match svc["spec"]["healthCheckNodePort"]
+                .as_i64()
+                .filter(|n| *n != 0)
+            {
                 None => {
-                    let n = r.ports.allocate_next().map_err(|_| Reservation::Full("nodePort"))?;
+                    let n = r
+                        .ports
+                        .allocate_next()
+                        .map_err(|_| Reservation::Full("nodePort"))?;
                     reserved.ports.insert(n);
                     svc["spec"]["healthCheckNodePort"] = json!(n);
                 }
@@ -360,7 +379,8 @@ pub fn carry_over_allocations(new: &mut Value, old: &Value) {
             new["spec"]["clusterIPs"] = old_spec["clusterIPs"].clone();
         }
     }
-    if !needs_cluster_ip(new) && service_type(new) == "ExternalName"
+    if !needs_cluster_ip(new)
+        && service_type(new) == "ExternalName"
         && new["spec"]["clusterIP"] == old_spec["clusterIP"]
         && let Some(spec) = new["spec"].as_object_mut()
     {
@@ -374,11 +394,15 @@ pub fn carry_over_allocations(new: &mut Value, old: &Value) {
         let port = &mut new["spec"]["ports"][i];
         let same = old_ports.iter().find(|o| {
             o["port"] == port["port"]
-                && o["protocol"].as_str().unwrap_or("TCP") == port["protocol"].as_str().unwrap_or("TCP")
+                && o["protocol"].as_str().unwrap_or("TCP")
+                    == port["protocol"].as_str().unwrap_or("TCP")
         });
         let unset = port["nodePort"].as_i64().is_none_or(|n| n == 0);
         if keeps_node_ports {
-            if unset && needs_node_ports(old) && let Some(o) = same {
+            if unset
+                && needs_node_ports(old)
+                && let Some(o) = same
+            {
                 port["nodePort"] = o["nodePort"].clone();
             }
         } else if let (Some(o), Some(obj)) = (same, port.as_object_mut())
@@ -390,7 +414,9 @@ pub fn carry_over_allocations(new: &mut Value, old: &Value) {
         }
     }
     if needs_health_check_port(new) {
-        if new["spec"]["healthCheckNodePort"].as_i64().is_none_or(|n| n == 0)
+        if new["spec"]["healthCheckNodePort"]
+            .as_i64()
+            .is_none_or(|n| n == 0)
             && needs_health_check_port(old)
         {
             new["spec"]["healthCheckNodePort"] = old_spec["healthCheckNodePort"].clone();
@@ -414,10 +440,17 @@ mod tests {
     #[test]
     fn node_port_conflicts_use_kubernetes_message() {
         let a = alloc();
-        let mut first = json!({"spec": {"type": "NodePort", "ports": [{"port": 8080, "nodePort": 30120}]}});
+        let mut first =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 8080, "nodePort": 30120}]}});
         a.reserve(&mut first, None, "a").unwrap();
-        assert!(first["spec"]["clusterIP"].as_str().unwrap().starts_with("10."));
-        let mut second = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30120}]}});
+        assert!(
+            first["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.")
+        );
+        let mut second =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30120}]}});
         let err = a.reserve(&mut second, None, "b").unwrap_err();
         assert_eq!(
             err.message,
@@ -431,7 +464,8 @@ mod tests {
     #[test]
     fn type_change_releases_node_ports() {
         let a = alloc();
-        let mut old = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut old =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         a.reserve(&mut old, None, "s").unwrap();
         let port = old["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
         let mut new = old.clone();

@@ -17,7 +17,10 @@ pub fn to_storage(view: &'static ResourceType, obj: Value) -> ApiResult<Value> {
     }
     let mut obj = obj;
     // A body without apiVersion is in the version of the URL.
-    if obj.get("apiVersion").and_then(Value::as_str).is_none_or(str::is_empty)
+    if obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
         && let Some(o) = obj.as_object_mut()
     {
         o.insert("apiVersion".into(), Value::String(view.api_version()));
@@ -42,7 +45,9 @@ pub fn bytes_from_storage(view: &'static ResourceType, data: Bytes) -> ApiResult
     let obj: Value =
         serde_json::from_slice(&data).map_err(|e| ApiError::internal(e.to_string()))?;
     let converted = from_storage(view, &obj)?;
-    Ok(Bytes::from(serde_json::to_vec(&converted).unwrap_or_default()))
+    Ok(Bytes::from(
+        serde_json::to_vec(&converted).unwrap_or_default(),
+    ))
 }
 
 /// Kubernetes' deprecation warning for requests in `view`'s version.

@@ -99,9 +99,7 @@ impl<'a> Reader<'a> {
             }
             // Groups (3, 4) are deprecated and never used by Kubernetes.
             other => {
-                return Err(format!(
-                    "field {number} has unsupported wire type {other}"
-                ));
+                return Err(format!("field {number} has unsupported wire type {other}"));
             }
         };
         Ok((number, value))
@@ -132,10 +130,7 @@ mod tests {
         ];
         let mut r = Reader::new(&buf);
         assert_eq!(r.field(), Some(Ok((1, WireValue::Varint(1)))));
-        assert_eq!(
-            r.field(),
-            Some(Ok((2, WireValue::LengthDelimited(b"hi"))))
-        );
+        assert_eq!(r.field(), Some(Ok((2, WireValue::LengthDelimited(b"hi")))));
         assert_eq!(r.field(), Some(Ok((3, WireValue::Fixed32(1)))));
         assert_eq!(r.field(), Some(Ok((4, WireValue::Fixed64(2)))));
         assert_eq!(r.field(), None);
