@@ -6,6 +6,7 @@
 //! here is a pure function of its inputs so it can be unit- and property-tested.
 
 pub mod conversion;
+pub mod defaults;
 pub mod printers;
 pub mod resources;
 pub mod selector;

@@ -273,7 +273,10 @@ mod tests {
         for r in RESOURCES {
             assert_eq!(find(r.group, r.version, r.plural), Some(r));
             // find_kind gives the stored version.
-            assert_eq!(find_kind(r.group, r.kind).map(|k| k.storage()), Some(r.storage()));
+            assert_eq!(
+                find_kind(r.group, r.kind).map(|k| k.storage()),
+                Some(r.storage())
+            );
         }
         let legacy = find("extensions", "v1beta1", "ingresses").expect("served");
         assert!(legacy.is_legacy_version());

@@ -80,6 +80,16 @@ pub async fn reconcile(registry: &Registry, advertise: SocketAddr) -> ApiResult<
         }),
     )
     .await?;
+    // Endpoints may not point at loopback (upstream validation refuses it,
+    // and no pod could reach it); a server bound to 127.0.0.1 alone needs
+    // --advertise-address for its Service to have endpoints.
+    if advertise.ip().is_loopback() {
+        tracing::warn!(
+            %advertise,
+            "the advertise address is a loopback address; the kubernetes Service gets no endpoints (set --advertise-address)"
+        );
+        return Ok(());
+    }
     ensure(
         registry,
         kind("", "Endpoints"),

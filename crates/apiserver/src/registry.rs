@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_api::resources::{ResourceType, find_kind};
 use ferry_api::selector::{FieldSelector, LabelSelector};
-use ferry_api::validation;
+use ferry_api::{defaults, validation};
 use ferry_store::{Op, Store, StoreError, Stored};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -355,6 +355,7 @@ impl Registry {
                 _ => String::new(),
             },
         };
+        defaults::apply_defaults(rt.group, rt.kind, &mut obj);
         strategy::prepare_for_create(rt, &mut obj);
         self.validate(rt, &obj, &name)?;
         self.check_namespace(rt, namespace)?;
@@ -363,6 +364,13 @@ impl Registry {
             return Err(ApiError::already_exists(rt, &name));
         }
         let reserved = self.reserve(rt, &mut obj, None, &name)?;
+        // Allocation comes first, as upstream: validation checks the
+        // allocated values too.
+        let errors = validation::validate_create(rt.group, rt.kind, &obj);
+        if !errors.is_empty() {
+            self.services.release(&reserved);
+            return Err(ApiError::invalid(rt, &name, &errors));
+        }
         if opts.dry_run {
             self.services.release(&reserved);
             return Ok(WriteOutcome {
@@ -477,12 +485,19 @@ impl Registry {
             }
             let old = parse_stored(&stored)?;
             let mut new = mutate(&old)?;
+            defaults::apply_defaults(r.rt.group, r.rt.kind, &mut new);
             if is_service(r.rt) {
+                defaults::drop_type_dependent_fields(&mut new, &old);
                 services::carry_over_allocations(&mut new, &old);
             }
             strategy::prepare_for_update(r.rt, &mut new, &old, target);
             self.validate(r.rt, &new, r.name)?;
             let reserved = self.reserve(r.rt, &mut new, Some(&old), r.name)?;
+            let errors = validation::validate_update(r.rt.group, r.rt.kind, &new, &old);
+            if !errors.is_empty() {
+                self.services.release(&reserved);
+                return Err(ApiError::invalid(r.rt, r.name, &errors));
+            }
             if opts.dry_run {
                 self.services.release(&reserved);
                 return Ok(WriteOutcome {

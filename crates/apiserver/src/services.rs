@@ -367,64 +367,42 @@ enum Reservation {
     Full(&'static str),
 }
 
-/// Carries allocated values over an update that leaves them out, and
-/// drops values the new type no longer uses, as kube-apiserver's
-/// `patchAllocatedValues` and `dropTypeDependentFields` do.
+/// Carries allocated values over an update that leaves them out, as
+/// kube-apiserver's `patchAllocatedValues` does (`kubectl apply` never
+/// sends the clusterIP or nodePorts the server chose). Dropping values a
+/// new type no longer uses is `defaults::drop_type_dependent_fields`.
 pub fn carry_over_allocations(new: &mut Value, old: &Value) {
     let old_spec = &old["spec"];
-    if needs_cluster_ip(new) && needs_cluster_ip(old) {
-        let unset = new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty);
-        if unset {
-            new["spec"]["clusterIP"] = old_spec["clusterIP"].clone();
-            new["spec"]["clusterIPs"] = old_spec["clusterIPs"].clone();
-        }
-    }
-    if !needs_cluster_ip(new)
-        && service_type(new) == "ExternalName"
-        && new["spec"]["clusterIP"] == old_spec["clusterIP"]
-        && let Some(spec) = new["spec"].as_object_mut()
+    if needs_cluster_ip(new)
+        && needs_cluster_ip(old)
+        && new["spec"]["clusterIP"].as_str().is_none_or(str::is_empty)
     {
-        spec.remove("clusterIP");
-        spec.remove("clusterIPs");
+        new["spec"]["clusterIP"] = old_spec["clusterIP"].clone();
+        new["spec"]["clusterIPs"] = old_spec["clusterIPs"].clone();
     }
-    let old_ports = old_spec["ports"].as_array().cloned().unwrap_or_default();
-    let keeps_node_ports = needs_node_ports(new);
-    let ports_len = new["spec"]["ports"].as_array().map_or(0, Vec::len);
-    for i in 0..ports_len {
-        let port = &mut new["spec"]["ports"][i];
-        let same = old_ports.iter().find(|o| {
-            o["port"] == port["port"]
-                && o["protocol"].as_str().unwrap_or("TCP")
-                    == port["protocol"].as_str().unwrap_or("TCP")
-        });
-        let unset = port["nodePort"].as_i64().is_none_or(|n| n == 0);
-        if keeps_node_ports {
-            if unset
-                && needs_node_ports(old)
-                && let Some(o) = same
-            {
+    if needs_node_ports(new) && needs_node_ports(old) {
+        let old_ports = old_spec["ports"].as_array().cloned().unwrap_or_default();
+        let ports_len = new["spec"]["ports"].as_array().map_or(0, Vec::len);
+        for i in 0..ports_len {
+            let port = &mut new["spec"]["ports"][i];
+            if port["nodePort"].as_i64().is_some_and(|n| n != 0) {
+                continue;
+            }
+            let same = old_ports.iter().find(|o| {
+                o["port"] == port["port"]
+                    && o["protocol"].as_str().unwrap_or("TCP")
+                        == port["protocol"].as_str().unwrap_or("TCP")
+            });
+            if let Some(o) = same {
                 port["nodePort"] = o["nodePort"].clone();
             }
-        } else if let (Some(o), Some(obj)) = (same, port.as_object_mut())
-            && obj.get("nodePort") == o.get("nodePort")
-        {
-            // The user left the old nodePort in place while changing the
-            // type: it goes with the type.
-            obj.remove("nodePort");
         }
     }
-    if needs_health_check_port(new) {
-        if new["spec"]["healthCheckNodePort"]
-            .as_i64()
-            .is_none_or(|n| n == 0)
-            && needs_health_check_port(old)
-        {
-            new["spec"]["healthCheckNodePort"] = old_spec["healthCheckNodePort"].clone();
-        }
-    } else if new["spec"]["healthCheckNodePort"] == old_spec["healthCheckNodePort"]
-        && let Some(spec) = new["spec"].as_object_mut()
+    if needs_health_check_port(new)
+        && needs_health_check_port(old)
+        && new["spec"]["healthCheckNodePort"].as_i64().is_none_or(|n| n == 0)
     {
-        spec.remove("healthCheckNodePort");
+        new["spec"]["healthCheckNodePort"] = old_spec["healthCheckNodePort"].clone();
     }
 }
 
@@ -470,6 +448,7 @@ mod tests {
         let port = old["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
         let mut new = old.clone();
         new["spec"]["type"] = json!("ClusterIP");
+        ferry_api::defaults::drop_type_dependent_fields(&mut new, &old);
         carry_over_allocations(&mut new, &old);
         assert!(new["spec"]["ports"][0].get("nodePort").is_none());
         a.reserve(&mut new, Some(&old), "s").unwrap();

@@ -238,7 +238,8 @@ async fn the_kubernetes_service_points_at_the_api_server() {
     if !support::kubectl_available() {
         return;
     }
-    let server = support::Apiserver::start();
+    // A documentation address (TEST-NET-1): only recorded, never reached.
+    let server = support::Apiserver::start_with(&["--advertise-address", "192.0.2.10:6443"]);
     let svc = server.kubectl_ok(&["get", "svc", "kubernetes"]);
     let row = svc.lines().nth(1).unwrap();
     assert!(
@@ -246,7 +247,7 @@ async fn the_kubernetes_service_points_at_the_api_server() {
         "{svc}"
     );
     let ep = server.kubectl_ok(&["get", "ep", "kubernetes"]);
-    assert!(ep.contains(&format!("127.0.0.1:{}", server.port)), "{ep}");
+    assert!(ep.contains("192.0.2.10:6443"), "{ep}");
     let slice = server.kubectl_ok(&[
         "get",
         "endpointslices",
@@ -335,4 +336,43 @@ spec:
         legacy["spec"]["rules"][0]["http"]["paths"][0]["backend"],
         json!({"serviceName": "web", "servicePort": 80})
     );
+}
+
+#[tokio::test]
+async fn kubectl_expose_creates_a_node_port_service_as_in_the_docs() {
+    if !support::kubectl_available() {
+        return;
+    }
+    let server = support::Apiserver::start();
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--port=8080",
+    ]);
+    let out = server.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+        "--name=my-svc",
+    ]);
+    assert_eq!(out.trim(), "service/my-svc exposed");
+    let svc: serde_json::Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "svc", "my-svc", "-o", "json"])).unwrap();
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["selector"], json!({"app": "web"}));
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(
+        (port["port"].as_i64(), port["targetPort"].as_i64()),
+        (Some(80), Some(8080))
+    );
+    let node_port = port["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    assert!(in_service_cidr(svc["spec"]["clusterIP"].as_str().unwrap()));
+    let table = server.kubectl_ok(&["get", "svc", "my-svc"]);
+    assert!(table.contains(&format!("80:{node_port}/TCP")), "{table}");
 }

@@ -51,7 +51,7 @@ impl Apiserver {
             .arg("--bind-address")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,10 +10,25 @@
 //!
 //! All checks work on bytes, as Go does: lengths are byte lengths and
 //! anything outside ASCII fails the character rules.
+//!
+//! The submodules check the specs the rest of Ferry relies on, after
+//! defaulting ([`crate::defaults`]): [`validate_create`] and
+//! [`validate_update`] dispatch to Service, Pod, Deployment, ReplicaSet,
+//! DaemonSet, Ingress and EndpointSlice rules ported from
+//! k8s.io/kubernetes `pkg/apis/{core,apps,networking,discovery}/validation`.
 
 use std::fmt;
 
 use serde_json::{Map, Value};
+
+mod common;
+mod deployment;
+mod endpointslice;
+mod ingress;
+mod pod;
+mod service;
+#[cfg(test)]
+mod tests;
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
@@ -803,9 +818,60 @@ pub fn validate_object_meta(
     errs
 }
 
+/// Validates the spec of a new object of `kind` in API `group` ("" for
+/// core), after defaulting. Metadata is not checked here (see
+/// [`validate_object_meta`]); kinds without spec rules yield no errors.
+///
+/// Legacy Ingress groups are validated as networking.k8s.io/v1, which they
+/// are converted to before storage.
+pub fn validate_create(group: &str, kind: &str, obj: &Value) -> Vec<FieldError> {
+    match (group, kind) {
+        ("", "Service") => service::validate_service(obj),
+        ("", "Pod") => pod::validate_pod(obj),
+        ("apps", "Deployment") => deployment::validate_deployment(obj),
+        ("apps", "ReplicaSet") => deployment::validate_replica_set(obj),
+        ("apps", "DaemonSet") => deployment::validate_daemon_set(obj),
+        ("networking.k8s.io" | "extensions", "Ingress") => ingress::validate_ingress(obj),
+        ("discovery.k8s.io", "EndpointSlice") => endpointslice::validate_endpoint_slice(obj),
+        _ => Vec::new(),
+    }
+}
+
+/// Validates an update of `old` to `new` (both defaulted): the create rules
+/// on `new` plus what may not change, e.g. a Service's cluster IPs, a
+/// workload's selector, a Pod's spec apart from images.
+pub fn validate_update(group: &str, kind: &str, new: &Value, old: &Value) -> Vec<FieldError> {
+    match (group, kind) {
+        ("", "Service") => service::validate_service_update(new, old),
+        ("", "Pod") => pod::validate_pod_update(new, old),
+        ("apps", "Deployment") => {
+            let mut errs = deployment::validate_deployment(new);
+            errs.extend(deployment::validate_selector_unchanged(new, old));
+            errs
+        }
+        ("apps", "ReplicaSet") => {
+            let mut errs = deployment::validate_replica_set(new);
+            errs.extend(deployment::validate_selector_unchanged(new, old));
+            errs
+        }
+        ("apps", "DaemonSet") => {
+            let mut errs = deployment::validate_daemon_set(new);
+            errs.extend(deployment::validate_selector_unchanged(new, old));
+            errs
+        }
+        ("networking.k8s.io" | "extensions", "Ingress") => {
+            ingress::validate_ingress_update(new, old)
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            endpointslice::validate_endpoint_slice_update(new, old)
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+mod name_and_meta_tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
