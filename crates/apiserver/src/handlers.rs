@@ -310,6 +310,15 @@ async fn resource_verbs(
             .await?;
             Ok(http::json(200, &out))
         }
+        (Method::POST, Some("binding")) => {
+            let body = read_body(registry, req).await?;
+            let binding = decode_body(&content_type, &body)?;
+            registry.bind_pod(r, &binding).await?;
+            Ok(http::json(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
         (Method::PUT, Some("finalize")) => {
             let body = read_body(registry, req).await?;
             let obj = decode_body(&content_type, &body)?;

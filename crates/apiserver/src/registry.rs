@@ -679,6 +679,84 @@ impl Registry {
         ))
     }
 
+    /// `pods/binding`: puts an unbound Pod on a node and marks it
+    /// `PodScheduled`, as kube-apiserver's BindingREST does. This is the
+    /// one way a Pod's `spec.nodeName` changes (a plain update may not), so
+    /// it writes the store directly instead of going through the update
+    /// validation.
+    pub async fn bind_pod(&self, r: ObjectRef<'_>, binding: &Value) -> ApiResult<()> {
+        let Some(node) = binding["target"]["name"].as_str().filter(|n| !n.is_empty()) else {
+            return Err(ApiError::invalid(
+                r.rt,
+                r.name,
+                &[validation::FieldError::required("target.name", "")],
+            ));
+        };
+        let key = object_key(r.rt, r.namespace, r.name);
+        let binding_rt = r.rt;
+        for _ in 0..MAX_RETRIES {
+            let (stored, mut pod) = self.get_value(r)?;
+            let fail = |why: String| Err(ApiError::conflict(binding_rt, r.name, &why));
+            if let Some(uid) = binding["metadata"]["uid"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                && pod["metadata"]["uid"].as_str() != Some(uid)
+            {
+                return fail(format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    pod["metadata"]["uid"].as_str().unwrap_or("")
+                ));
+            }
+            if pod["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|t| !t.is_null())
+            {
+                return fail(format!(
+                    "pod {} is being deleted, cannot be assigned to a host",
+                    r.name
+                ));
+            }
+            if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return fail(format!(
+                    "pod {} is already assigned to node {current:?}",
+                    r.name
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let scheduled = json!({"type": "PodScheduled", "status": "True",
+                "lastProbeTime": null, "lastTransitionTime": strategy::now_rfc3339()});
+            if !pod["status"].is_object() {
+                pod["status"] = json!({});
+            }
+            match pod["status"]["conditions"].as_array_mut() {
+                Some(conditions) => {
+                    conditions.retain(|c| c["type"] != "PodScheduled");
+                    conditions.push(scheduled);
+                }
+                None => pod["status"]["conditions"] = json!([scheduled]),
+            }
+            match self
+                .store
+                .write(Op::Update {
+                    key: key.clone(),
+                    object: pod,
+                    expected_revision: Some(stored.revision),
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(r.rt, r.name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::conflict(
+            r.rt,
+            r.name,
+            "too many concurrent writes; please try again",
+        ))
+    }
+
     /// A pod bound to a node is deleted gracefully: its node agent stops
     /// it and then removes it. Unbound and finished pods go at once, as do
     /// deletions with a zero grace period.

@@ -111,6 +111,7 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<Route, Api
             "status" => rt.has_status,
             "scale" => rt.has_scale,
             "finalize" => rt.kind == "Namespace",
+            "binding" => rt.kind == "Pod" && rt.group.is_empty(),
             _ => false,
         };
         if !known {

@@ -8,8 +8,19 @@
 //! instances can run side by side.
 
 pub mod config;
+pub mod controller_utils;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod events;
+pub mod lb_ipam;
 pub mod leader;
+pub mod mirroring;
 pub mod node_ipam;
+pub mod node_lifecycle;
+pub mod replicaset;
+pub mod scheduler;
 
 pub use config::Config;
 
@@ -52,4 +63,13 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
 /// stop stops the process, which its supervisor restarts.
 fn start_all(set: &mut tokio::task::JoinSet<anyhow::Result<()>>, ctx: Arc<Context>) {
     set.spawn(node_ipam::run(ctx.clone()));
+    set.spawn(endpointslice::run(ctx.clone()));
+    set.spawn(endpoints::run(ctx.clone()));
+    set.spawn(mirroring::run(ctx.clone()));
+    set.spawn(scheduler::run(ctx.clone()));
+    set.spawn(lb_ipam::run(ctx.clone()));
+    set.spawn(node_lifecycle::run(ctx.clone()));
+    set.spawn(replicaset::run(ctx.clone()));
+    set.spawn(deployment::run(ctx.clone()));
+    set.spawn(daemonset::run(ctx.clone()));
 }
