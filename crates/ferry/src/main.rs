@@ -28,6 +28,10 @@ enum Command {
     /// Run the controllers (endpoint slices, workloads, GC, scheduler,
     /// node and LoadBalancer IPAM) against an API server.
     Controllers(ControllersArgs),
+    /// Run as the CNI plugin (spec 1.1): CNI_* environment, network config
+    /// on stdin, result on stdout. Runtimes may also execute the binary
+    /// with no arguments (as `$CNI_PATH/ferry`) or named `ferry-cni`.
+    Cni,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +101,9 @@ struct ApiserverArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    if ferry_cni::invoked_as_plugin() {
+        std::process::exit(ferry_cni::plugin_main());
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -109,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(args) => runtime.block_on(apiserver(args)),
         Command::Controllers(args) => runtime.block_on(controllers(args)),
+        Command::Cni => std::process::exit(ferry_cni::plugin_main()),
         Command::Up(args) => {
             eprintln!("ferry up: starting the API server (lab nodes are not implemented yet)");
             runtime.block_on(apiserver(args))
