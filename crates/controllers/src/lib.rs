@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
+pub mod gc;
 pub mod lb_ipam;
 pub mod leader;
 pub mod mirroring;
@@ -72,4 +73,5 @@ fn start_all(set: &mut tokio::task::JoinSet<anyhow::Result<()>>, ctx: Arc<Contex
     set.spawn(replicaset::run(ctx.clone()));
     set.spawn(deployment::run(ctx.clone()));
     set.spawn(daemonset::run(ctx.clone()));
+    set.spawn(gc::run(ctx.clone()));
 }

@@ -173,7 +173,6 @@ where
     (done, None)
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -120,7 +120,6 @@ pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -53,22 +53,52 @@ impl SyncError {
         }
     }
 
-    /// Lost an optimistic-concurrency race: the cache was stale.
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, SyncError::Api { source: kube::Error::Api(s), .. } if s.is_conflict())
+    /// Lost an optimistic-concurrency race, or the object went away
+    /// meanwhile: the cache was stale.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            SyncError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => s.is_conflict() || s.is_not_found(),
+            _ => false,
+        }
     }
 }
 
-/// The error policy every workload controller uses: a lost race retries
-/// soon (the watch is about to deliver the newer object), anything else
-/// backs off.
-pub fn retry_after(error: &SyncError) -> Action {
-    if error.is_conflict() {
-        tracing::debug!(%error, "stale cache; retrying");
-        Action::requeue(Duration::from_millis(500))
-    } else {
-        tracing::warn!(%error, "sync failed; retrying");
-        Action::requeue(Duration::from_secs(5))
+/// Per-object retry delays, as client-go's rate-limited work queue: a
+/// lost race or a vanished object retries soon (the watch is about to
+/// deliver the news); other failures back off exponentially, so a broken
+/// object costs little, until a sync succeeds.
+#[derive(Default)]
+pub struct Backoff {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The error policy: how long until `key` is retried.
+    pub fn retry_after(&self, key: &str, error: &SyncError) -> Action {
+        if error.is_stale() {
+            tracing::debug!(%error, "stale cache; retrying");
+            return Action::requeue(Self::BASE);
+        }
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Self::BASE
+            .saturating_mul(2u32.saturating_pow((*n).min(20)))
+            .min(Self::MAX);
+        tracing::warn!(%error, retry_in = ?delay, "sync failed; retrying");
+        Action::requeue(delay)
+    }
+
+    /// A sync of `key` succeeded.
+    pub fn reset(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(key);
     }
 }
 
@@ -290,7 +320,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -301,8 +330,10 @@ mod tests {
     fn claiming() {
         let sel = LabelSelector::parse("app=web").unwrap();
         let meta = |labels: Value, owner: Option<&str>| -> ObjectMeta {
-            let refs = owner.map(|u| json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "name": "x", "uid": u, "controller": true}]));
+            let refs = owner.map(|u| {
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "x", "uid": u, "controller": true}])
+            });
             serde_json::from_value(json!({"labels": labels, "ownerReferences": refs})).unwrap()
         };
         assert_eq!(

@@ -182,7 +182,6 @@ pub fn rank_for_deletion(pods: &mut [Arc<Pod>], related: &[Arc<Pod>], now: Times
     });
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -200,8 +199,10 @@ mod tests {
 
     #[test]
     fn availability_waits_for_min_ready_seconds() {
-        let p = pod(json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-            "lastTransitionTime": "2025-01-01T11:59:55Z"}]}}));
+        let p = pod(
+            json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+            "lastTransitionTime": "2025-01-01T11:59:55Z"}]}}),
+        );
         assert!(is_pod_available(&p, 0, now()));
         assert!(is_pod_available(&p, 4, now()));
         assert!(!is_pod_available(&p, 10, now()));
@@ -262,8 +263,10 @@ mod tests {
     #[test]
     fn newer_pods_go_first() {
         let mk = |name: &str, created: &str| {
-            pod(json!({"metadata": {"name": name, "uid": name, "creationTimestamp": created},
-                "spec": {"nodeName": "n"}, "status": {"phase": "Running"}}))
+            pod(
+                json!({"metadata": {"name": name, "uid": name, "creationTimestamp": created},
+                "spec": {"nodeName": "n"}, "status": {"phase": "Running"}}),
+            )
         };
         let mut pods = vec![
             mk("old", "2024-01-01T00:00:00Z"),

@@ -27,10 +27,9 @@ use serde_json::json;
 
 use crate::Context;
 use crate::controller_utils::{
-    Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
-    controller_of, controller_reference, is_not_found, key_of, labels_json,
-    owner_references_patch, refers_to, request, retry_after, slow_start_batch, triggers,
-    with_owner, without_owner, workload_selector,
+    Backoff, Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
+    controller_of, controller_reference, is_not_found, key_of, labels_json, owner_references_patch,
+    refers_to, request, slow_start_batch, triggers, with_owner, without_owner, workload_selector,
 };
 use crate::events::{EventType, Recorder};
 
@@ -44,6 +43,7 @@ struct State {
     nodes: Store<Node>,
     expectations: Expectations,
     events: Recorder,
+    backoff: Backoff,
 }
 
 /// What about a Node matters to DaemonSets: labels, taints, name. A
@@ -73,6 +73,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         nodes: nodes.clone(),
         expectations: Expectations::default(),
         events: Recorder::new(client.clone(), "daemonset-controller"),
+        backoff: Backoff::default(),
     });
 
     let ds_events = reflect(
@@ -83,6 +84,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let ds_requests = triggers(ds_events, "daemonsets", move |ds: &DaemonSet, deleted| {
         if deleted {
             ds_state.expectations.forget(&key_of(&ds.metadata));
+            ds_state.backoff.reset(&key_of(&ds.metadata));
             return Vec::new();
         }
         vec![ObjectRef::from_obj(ds)]
@@ -128,8 +130,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     );
     tracing::info!("daemonset controller started");
     applier(
-        |ds, state| Box::pin(reconcile(ds, state)),
-        |_ds, error, _state| retry_after(error),
+        |obj, state| {
+            Box::pin(async move {
+                let key = key_of(&obj.metadata);
+                let result = reconcile(obj, state.clone()).await;
+                if result.is_ok() {
+                    state.backoff.reset(&key);
+                }
+                result
+            })
+        },
+        |obj, error, state| state.backoff.retry_after(&key_of(&obj.metadata), error),
         state,
         daemon_sets,
         requests,
@@ -208,25 +219,47 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, Sync
             Claim::Owned => owned.push(pod),
             Claim::Adopt => {
                 let reference = controller_reference("apps/v1", "DaemonSet", &ds.name_any(), &uid);
-                let patch = owner_references_patch(&pod.metadata, &with_owner(&pod.metadata, reference));
+                let patch =
+                    owner_references_patch(&pod.metadata, &with_owner(&pod.metadata, reference));
                 match pods_api
-                    .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(p) => owned.push(Arc::new(p)),
                     Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(SyncError::api(&key, format!("adopting pod {}", pod.name_any()), e)),
+                    Err(e) => {
+                        return Err(SyncError::api(
+                            &key,
+                            format!("adopting pod {}", pod.name_any()),
+                            e,
+                        ));
+                    }
                 }
             }
             Claim::Release => {
-                let patch = owner_references_patch(&pod.metadata, &without_owner(&pod.metadata, &uid));
+                let patch =
+                    owner_references_patch(&pod.metadata, &without_owner(&pod.metadata, &uid));
                 match pods_api
-                    .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(_) => {}
                     Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(SyncError::api(&key, format!("releasing pod {}", pod.name_any()), e)),
+                    Err(e) => {
+                        return Err(SyncError::api(
+                            &key,
+                            format!("releasing pod {}", pod.name_any()),
+                            e,
+                        ));
+                    }
                 }
             }
             Claim::Ignore => {}
@@ -271,9 +304,13 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, Sync
     if status_json(&status) != status_json(&ds.status.clone().unwrap_or_default()) {
         let api: Api<DaemonSet> = Api::namespaced(state.client.clone(), &namespace);
         let patch = json!({"status": status_json(&status)});
-        api.patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| SyncError::api(&key, "updating status", e))?;
+        api.patch_status(
+            &ds.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| SyncError::api(&key, "updating status", e))?;
     }
     if let Some(what) = failure {
         return Err(SyncError::Invalid { object: key, what });
@@ -284,7 +321,9 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, Sync
         .filter_map(|p| available_in(p, min_ready, now))
         .filter(|d| !d.is_zero())
         .min();
-    Ok(Action::requeue(soonest.map_or(RESYNC, |d| d + Duration::from_millis(100))))
+    Ok(Action::requeue(
+        soonest.map_or(RESYNC, |d| d + Duration::from_millis(100)),
+    ))
 }
 
 /// Creates and deletes daemon Pods; returns what failed, if anything.
@@ -322,7 +361,12 @@ async fn sync_nodes(
     for name in created {
         state
             .events
-            .record(&on, EventType::Normal, "SuccessfulCreate", &format!("Created pod: {name}"))
+            .record(
+                &on,
+                EventType::Normal,
+                "SuccessfulCreate",
+                &format!("Created pod: {name}"),
+            )
             .await;
     }
     if let Some((node, e)) = error {
@@ -337,16 +381,22 @@ async fn sync_nodes(
     for name in &changes.delete {
         state.expectations.expect_delete(&key, name);
     }
-    let results = futures::future::join_all(changes.delete.iter().map(|name| async move {
-        (name, pods_api.delete(name, &DeleteParams::default()).await)
-    }))
-    .await;
+    let results =
+        futures::future::join_all(changes.delete.iter().map(|name| async move {
+            (name, pods_api.delete(name, &DeleteParams::default()).await)
+        }))
+        .await;
     for (name, result) in results {
         match result {
             Ok(_) => {
                 state
                     .events
-                    .record(&on, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}"))
+                    .record(
+                        &on,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {name}"),
+                    )
                     .await;
             }
             Err(e) if is_not_found(&e) => {}

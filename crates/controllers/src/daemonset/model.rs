@@ -40,7 +40,10 @@ fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
         exists("node.kubernetes.io/unschedulable", "NoSchedule"),
     ];
     if host_network {
-        t.push(exists("node.kubernetes.io/network-unavailable", "NoSchedule"));
+        t.push(exists(
+            "node.kubernetes.io/network-unavailable",
+            "NoSchedule",
+        ));
     }
     t
 }
@@ -139,7 +142,9 @@ pub fn pods_by_node(pods: &[Arc<Pod>]) -> BTreeMap<String, Vec<Arc<Pod>>> {
         if finished && p.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        map.entry(node_of(p).to_string()).or_default().push(p.clone());
+        map.entry(node_of(p).to_string())
+            .or_default()
+            .push(p.clone());
     }
     for list in map.values_mut() {
         list.sort_by(|a, b| {
@@ -171,14 +176,23 @@ pub struct Changes {
 
 /// Upstream's `manage` with `podsShouldBeOnNode`: one running Pod on each
 /// node that should run it; failed, extra and misplaced Pods go.
-pub fn manage(spec: &PodSpec, nodes: &[Arc<Node>], by_node: &BTreeMap<String, Vec<Arc<Pod>>>) -> Changes {
+pub fn manage(
+    spec: &PodSpec,
+    nodes: &[Arc<Node>],
+    by_node: &BTreeMap<String, Vec<Arc<Pod>>>,
+) -> Changes {
     let mut changes = Changes::default();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         let fit = node_should_run(spec, node);
         let pods = by_node.get(&name);
         match (fit, pods) {
-            (Fit { should_run: true, .. }, None) => changes.create_on.push(name),
+            (
+                Fit {
+                    should_run: true, ..
+                },
+                None,
+            ) => changes.create_on.push(name),
             (
                 Fit {
                     should_continue_running: true,
@@ -187,7 +201,10 @@ pub fn manage(spec: &PodSpec, nodes: &[Arc<Node>], by_node: &BTreeMap<String, Ve
                 Some(pods),
             ) => {
                 let mut running = Vec::new();
-                for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                for p in pods
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                {
                     match phase(p) {
                         "Failed" | "Succeeded" => changes.delete.push(pod_name(p)),
                         _ => running.push(p),
@@ -277,8 +294,15 @@ pub fn rolling_update(
         let mut new = None;
         let mut old = None;
         let mut ambiguous = false;
-        for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            let slot = if is_updated(p, hash) { &mut new } else { &mut old };
+        for p in pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let slot = if is_updated(p, hash) {
+                &mut new
+            } else {
+                &mut old
+            };
             if slot.is_some() {
                 ambiguous = true;
             }
@@ -450,8 +474,15 @@ mod tests {
             json!({}),
             json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]),
         );
-        assert!(node_should_run(&plain, &unreachable).should_run, "tolerated by default");
-        let evicting = node("e", json!({}), json!([{"key": "gpu", "effect": "NoExecute"}]));
+        assert!(
+            node_should_run(&plain, &unreachable).should_run,
+            "tolerated by default"
+        );
+        let evicting = node(
+            "e",
+            json!({}),
+            json!([{"key": "gpu", "effect": "NoExecute"}]),
+        );
         assert_eq!(
             node_should_run(&plain, &evicting),
             Fit {
@@ -463,7 +494,9 @@ mod tests {
         assert!(node_should_run(&tolerant, &control_plane).should_run);
         let ssd_only = daemon_pod_spec(&ds(json!({"nodeSelector": {"disk": "ssd"}})));
         assert!(!node_should_run(&ssd_only, &worker).should_run);
-        assert!(node_should_run(&ssd_only, &node("s", json!({"disk": "ssd"}), Value::Null)).should_run);
+        assert!(
+            node_should_run(&ssd_only, &node("s", json!({"disk": "ssd"}), Value::Null)).should_run
+        );
         let pinned = daemon_pod_spec(&ds(json!({"nodeName": "other"})));
         assert!(!node_should_run(&pinned, &worker).should_run);
         let host = daemon_pod_spec(&ds(json!({"hostNetwork": true})));
@@ -547,9 +580,15 @@ mod tests {
         let spec = daemon_pod_spec(&d);
         let p = new_pod(&d, &spec, "node-1", "abc");
         assert_eq!(p.metadata.generate_name.as_deref(), Some("agent-"));
-        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("node-1"));
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("node-1")
+        );
         assert_eq!(p.metadata.labels.as_ref().unwrap()[REVISION_HASH], "abc");
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("DaemonSet", "ds-uid"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("DaemonSet", "ds-uid")
+        );
     }
 }

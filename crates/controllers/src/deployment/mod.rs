@@ -30,9 +30,9 @@ use serde_json::json;
 
 use crate::Context;
 use crate::controller_utils::{
-    Claim, SyncError, check_template_selected, claim, controller_of, controller_reference,
+    Backoff, Claim, SyncError, check_template_selected, claim, controller_of, controller_reference,
     is_already_exists, is_not_found, key_of, labels_json, owner_references_patch, refers_to,
-    request, retry_after, triggers, with_owner, without_owner, workload_selector,
+    request, triggers, with_owner, without_owner, workload_selector,
 };
 use crate::events::{EventType, Recorder};
 use replica_sets::{equal_ignore_hash, strategy};
@@ -48,6 +48,7 @@ struct State {
     deployments: Store<Deployment>,
     pods: Store<Pod>,
     events: Recorder,
+    backoff: Backoff,
 }
 
 /// Runs the Deployment controller.
@@ -62,14 +63,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         deployments: deployments.clone(),
         pods: pods.clone(),
         events: Recorder::new(client.clone(), "deployment-controller"),
+        backoff: Backoff::default(),
     });
 
     let d_events = reflect(
         d_writer,
         watcher(Api::<Deployment>::all(client.clone()), Default::default()).default_backoff(),
     );
-    let d_requests = triggers(d_events, "deployments", |d: &Deployment, deleted| {
+    let d_state = state.clone();
+    let d_requests = triggers(d_events, "deployments", move |d: &Deployment, deleted| {
         if deleted {
+            d_state.backoff.reset(&key_of(&d.metadata));
             Vec::new()
         } else {
             vec![ObjectRef::from_obj(d)]
@@ -95,7 +99,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         if !deleted {
             return Vec::new();
         }
-        let Some(owner) = controller_of(&pod.metadata).filter(|o| refers_to(o, "apps", "ReplicaSet"))
+        let Some(owner) =
+            controller_of(&pod.metadata).filter(|o| refers_to(o, "apps", "ReplicaSet"))
         else {
             return Vec::new();
         };
@@ -115,8 +120,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     );
     tracing::info!("deployment controller started");
     applier(
-        |d, state| Box::pin(reconcile(d, state)),
-        |_d, error, _state| retry_after(error),
+        |obj, state| {
+            Box::pin(async move {
+                let key = key_of(&obj.metadata);
+                let result = reconcile(obj, state.clone()).await;
+                if result.is_ok() {
+                    state.backoff.reset(&key);
+                }
+                result
+            })
+        },
+        |obj, error, state| state.backoff.retry_after(&key_of(&obj.metadata), error),
         state,
         deployments,
         requests,
@@ -208,10 +222,12 @@ async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action, Sync
         .state()
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|p| controller_of(&p.metadata).is_some_and(|o| owned_uids.contains(&o.uid.as_str())))
+        .filter(|p| {
+            controller_of(&p.metadata).is_some_and(|o| owned_uids.contains(&o.uid.as_str()))
+        })
         .collect();
 
-    let plan = rollout::plan(&d, strategy, owned.clone(), &pods, Timestamp::now());
+    let plan = rollout::plan(&d, strategy, owned, &pods, Timestamp::now());
     apply(&state, &d, &uid, plan).await
 }
 
@@ -242,31 +258,47 @@ async fn claim_replica_sets(
                 if may_adopt != Some(true) {
                     continue;
                 }
-                let reference =
-                    controller_reference("apps/v1", "Deployment", &d.name_any(), &uid);
+                let reference = controller_reference("apps/v1", "Deployment", &d.name_any(), &uid);
                 let refs = with_owner(&rs.metadata, reference);
                 let patch = owner_references_patch(&rs.metadata, &refs);
                 match api
-                    .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(adopted) => owned.push(adopted),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => {
-                        return Err(SyncError::api(&key, format!("adopting {}", rs.name_any()), e));
+                        return Err(SyncError::api(
+                            &key,
+                            format!("adopting {}", rs.name_any()),
+                            e,
+                        ));
                     }
                 }
             }
             Claim::Release => {
-                let patch = owner_references_patch(&rs.metadata, &without_owner(&rs.metadata, &uid));
+                let patch =
+                    owner_references_patch(&rs.metadata, &without_owner(&rs.metadata, &uid));
                 match api
-                    .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                 {
                     Ok(_) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => {
-                        return Err(SyncError::api(&key, format!("releasing {}", rs.name_any()), e));
+                        return Err(SyncError::api(
+                            &key,
+                            format!("releasing {}", rs.name_any()),
+                            e,
+                        ));
                     }
                 }
             }
@@ -279,11 +311,18 @@ async fn claim_replica_sets(
 /// Whether the cached Deployment is the live one and not being deleted
 /// (upstream rechecks before adopting).
 async fn still_current(state: &State, d: &Deployment) -> Result<bool, SyncError> {
-    let api: Api<Deployment> = Api::namespaced(state.client.clone(), &d.namespace().unwrap_or_default());
+    let api: Api<Deployment> =
+        Api::namespaced(state.client.clone(), &d.namespace().unwrap_or_default());
     match api.get_opt(&d.name_any()).await {
-        Ok(Some(live)) => Ok(live.metadata.uid == d.metadata.uid && live.metadata.deletion_timestamp.is_none()),
+        Ok(Some(live)) => {
+            Ok(live.metadata.uid == d.metadata.uid && live.metadata.deletion_timestamp.is_none())
+        }
         Ok(None) => Ok(false),
-        Err(e) => Err(SyncError::api(key_of(&d.metadata), "rechecking before adoption", e)),
+        Err(e) => Err(SyncError::api(
+            key_of(&d.metadata),
+            "rechecking before adoption",
+            e,
+        )),
     }
 }
 
@@ -293,10 +332,14 @@ async fn observe_generation(api: &Api<Deployment>, d: &Deployment) -> Result<(),
         return Ok(());
     }
     let patch = json!({"status": {"observedGeneration": d.metadata.generation}});
-    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|e| SyncError::api(key_of(&d.metadata), "updating status", e))
+    api.patch_status(
+        &d.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| SyncError::api(key_of(&d.metadata), "updating status", e))
 }
 
 /// Carries out a plan in order, stopping at the first failure.
@@ -324,7 +367,13 @@ async fn apply(state: &State, d: &Deployment, uid: &str, plan: Plan) -> Result<A
                         let mut status = d.status.clone().unwrap_or_default();
                         set_condition(
                             &mut status,
-                            new_condition(PROGRESSING, "False", FAILED_RS_CREATE, message, Timestamp::now()),
+                            new_condition(
+                                PROGRESSING,
+                                "False",
+                                FAILED_RS_CREATE,
+                                message,
+                                Timestamp::now(),
+                            ),
                         );
                         write_status(&d_api, d, &status).await?;
                         return Err(SyncError::api(&key, format!("creating {name}"), e));
@@ -344,7 +393,11 @@ async fn apply(state: &State, d: &Deployment, uid: &str, plan: Plan) -> Result<A
                     },
                 });
                 rs_api
-                    .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                     .map_err(|e| SyncError::api(&key, format!("updating {}", rs.name_any()), e))?;
             }
@@ -357,7 +410,9 @@ async fn apply(state: &State, d: &Deployment, uid: &str, plan: Plan) -> Result<A
                     ..DeleteParams::default()
                 };
                 match rs_api.delete(&name, &params).await {
-                    Ok(_) => tracing::debug!(deployment = %key, replicaset = %name, "deleted old ReplicaSet"),
+                    Ok(_) => {
+                        tracing::debug!(deployment = %key, replicaset = %name, "deleted old ReplicaSet")
+                    }
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(SyncError::api(&key, format!("deleting {name}"), e)),
                 }
@@ -370,14 +425,20 @@ async fn apply(state: &State, d: &Deployment, uid: &str, plan: Plan) -> Result<A
     if let Some(revision) = plan.revision {
         let patch = json!({"metadata": {"annotations": {replica_sets::REVISION: revision}}});
         d_api
-            .patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
             .map_err(|e| SyncError::api(&key, "setting the revision", e))?;
     }
     if let Some(status) = plan.status {
         write_status(&d_api, d, &status).await?;
     }
-    Ok(Action::requeue(plan.requeue_after.unwrap_or(RESYNC).min(RESYNC)))
+    Ok(Action::requeue(
+        plan.requeue_after.unwrap_or(RESYNC).min(RESYNC),
+    ))
 }
 
 async fn write_status(
@@ -386,10 +447,14 @@ async fn write_status(
     status: &k8s_openapi::api::apps::v1::DeploymentStatus,
 ) -> Result<(), SyncError> {
     let patch = json!({"status": status_json(status)});
-    api.patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|e| SyncError::api(key_of(&d.metadata), "updating status", e))
+    api.patch_status(
+        &d.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| SyncError::api(key_of(&d.metadata), "updating status", e))
 }
 
 /// The new ReplicaSet's name is taken. If it is ours with this template
@@ -428,7 +493,11 @@ async fn on_name_taken(
     let d_api: Api<Deployment> = Api::namespaced(state.client.clone(), &namespace);
     let patch = json!({"status": {"collisionCount": count}});
     d_api
-        .patch_status(&d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &d.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(|e| SyncError::api(&key, "raising collisionCount", e))?;
     Ok(Action::requeue(Duration::from_millis(200)))

@@ -32,11 +32,7 @@ const NOT_COPIED: &[&str] = &[
 
 /// `spec.replicas`, defaulting to 1.
 pub fn deployment_replicas(d: &Deployment) -> i32 {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1)
-        .max(0)
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
 }
 
 pub fn rs_replicas(rs: &ReplicaSet) -> i32 {
@@ -75,7 +71,10 @@ pub fn rs_available_within_spec(rs: &ReplicaSet) -> i32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Recreate,
-    RollingUpdate { max_surge: i32, max_unavailable: i32 },
+    RollingUpdate {
+        max_surge: i32,
+        max_unavailable: i32,
+    },
 }
 
 impl Strategy {
@@ -249,7 +248,10 @@ pub fn set_new_replica_set_annotations(
         annotations.insert(REVISION.into(), new_revision.to_string());
         changed = true;
         if let Some(old) = old_revision.filter(|o| !o.is_empty()) {
-            let history = annotations.get(REVISION_HISTORY).cloned().unwrap_or_default();
+            let history = annotations
+                .get(REVISION_HISTORY)
+                .cloned()
+                .unwrap_or_default();
             let mut revisions: Vec<&str> = if history.is_empty() {
                 Vec::new()
             } else {
@@ -387,8 +389,16 @@ mod tests {
         ));
         assert_eq!(spec.replicas, Some(0));
         let mut changed = d.clone();
-        changed.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image =
-            Some("nginx:2".into());
+        changed
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("nginx:2".into());
         assert!(!equal_ignore_hash(
             template,
             &changed.spec.as_ref().unwrap().template

@@ -5,7 +5,6 @@
 //! Pure: the controller applies the [`Plan`] in order and stops at the
 //! first failure; the watch brings it back for the next step.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +14,13 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::replica_sets::{
     REVISION, Strategy, by_creation, by_revision, deployment_replicas, desired_replicas_annotation,
-    equal_ignore_hash, max_replicas_annotation, new_replica_set, replicas_annotations_need_update,
-    revision_of, rs_available, rs_available_within_spec, rs_replicas, rs_status_replicas,
-    set_new_replica_set_annotations, set_replicas_annotations,
+    equal_ignore_hash, new_replica_set, replicas_annotations_need_update, revision_of, rs_replicas,
+    rs_status_replicas, set_new_replica_set_annotations, set_replicas_annotations,
 };
 use super::status::{
     FOUND_NEW_RS, NEW_RS_CREATED, PAUSED, PROGRESSING, RESUMED, TIMED_OUT, calculate_status,
-    condition, deployment_complete, new_condition, progress_deadline, rollout_status,
-    set_condition, stuck_requeue,
+    condition, new_condition, progress_deadline, rollout_status, set_condition, stuck_requeue,
 };
-use crate::controller_utils::controller_of;
 use crate::events::EventType;
 
 /// A change to one ReplicaSet.
@@ -34,7 +30,10 @@ pub enum Change {
     /// The ReplicaSet as it should be: the controller writes its replicas,
     /// minReadySeconds and annotations, guarded by its resourceVersion.
     Update(ReplicaSet),
-    Delete { name: String, uid: Option<String> },
+    Delete {
+        name: String,
+        uid: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +106,12 @@ struct Sync<'a> {
 }
 
 impl<'a> Sync<'a> {
-    fn new(d: &'a Deployment, strategy: Strategy, mut rss: Vec<ReplicaSet>, now: Timestamp) -> Self {
+    fn new(
+        d: &'a Deployment,
+        strategy: Strategy,
+        mut rss: Vec<ReplicaSet>,
+        now: Timestamp,
+    ) -> Self {
         rss.sort_by(by_creation);
         Sync {
             d,
@@ -238,7 +242,12 @@ impl<'a> Sync<'a> {
         }
     }
 
-    fn update(&mut self, i: usize, rs: ReplicaSet, event: Option<(EventType, &'static str, String)>) {
+    fn update(
+        &mut self,
+        i: usize,
+        rs: ReplicaSet,
+        event: Option<(EventType, &'static str, String)>,
+    ) {
         self.rss[i] = rs.clone();
         self.steps.push(Step {
             change: Change::Update(rs),
@@ -297,7 +306,9 @@ impl<'a> Sync<'a> {
                 if current >= max_total {
                     return new_replicas;
                 }
-                let up = (max_total - current).min(self.replicas - new_replicas).max(0);
+                let up = (max_total - current)
+                    .min(self.replicas - new_replicas)
+                    .max(0);
                 new_replicas + up
             }
         }
@@ -345,260 +356,6 @@ impl<'a> Sync<'a> {
                 ),
             );
         }
-    }
-
-    /// Upstream's `scale`: a scaling event (or a paused Deployment)
-    /// resizes the active ReplicaSets proportionally.
-    fn scale(&mut self) {
-        if self.rss.is_empty() {
-            return;
-        }
-        let active: Vec<usize> = self
-            .new
-            .into_iter()
-            .chain(self.olds())
-            .filter(|i| rs_replicas(&self.rss[*i]) > 0)
-            .collect();
-        // One active (or only the latest) ReplicaSet takes it all.
-        let only = match active.as_slice() {
-            [] => self.new.or_else(|| self.olds().last()),
-            [one] => Some(*one),
-            _ => None,
-        };
-        if let Some(i) = only {
-            if rs_replicas(&self.rss[i]) != self.replicas {
-                self.scale_if_needed(i, self.replicas);
-            }
-            return;
-        }
-        if self.is_saturated() {
-            let olds: Vec<usize> = self
-                .olds()
-                .filter(|i| rs_replicas(&self.rss[*i]) > 0)
-                .collect();
-            for i in olds {
-                self.scale_if_needed(i, 0);
-            }
-            return;
-        }
-        let Strategy::RollingUpdate { max_surge, .. } = self.strategy else {
-            return;
-        };
-        let total: i32 = active.iter().map(|i| rs_replicas(&self.rss[*i])).sum();
-        let allowed = if self.replicas > 0 {
-            self.replicas + max_surge
-        } else {
-            0
-        };
-        let to_add = allowed - total;
-        let mut order = active.clone();
-        // Adding: larger first, newer before older; removing: larger
-        // first, older before newer.
-        order.sort_by(|a, b| {
-            let (ra, rb) = (&self.rss[*a], &self.rss[*b]);
-            rs_replicas(rb).cmp(&rs_replicas(ra)).then_with(|| {
-                if to_add > 0 {
-                    by_creation(rb, ra)
-                } else {
-                    by_creation(ra, rb)
-                }
-            })
-        });
-        let mut sizes: Vec<i32> = order.iter().map(|i| rs_replicas(&self.rss[*i])).collect();
-        if to_add != 0 {
-            let mut added = 0;
-            for (k, i) in order.iter().enumerate() {
-                let proportion = self.proportion(*i, to_add, added);
-                sizes[k] += proportion;
-                added += proportion;
-            }
-            sizes[0] = (sizes[0] + to_add - added).max(0);
-        }
-        for (k, i) in order.into_iter().enumerate() {
-            self.scale_to(i, sizes[k]);
-        }
-    }
-
-    fn is_saturated(&self) -> bool {
-        self.new.is_some_and(|i| {
-            let rs = &self.rss[i];
-            rs_replicas(rs) == self.replicas
-                && desired_replicas_annotation(rs) == Some(self.replicas)
-                && rs_available(rs) == self.replicas
-        })
-    }
-
-    /// Upstream's `GetProportion` with `getReplicaSetFraction`.
-    fn proportion(&self, i: usize, to_add: i32, added: i32) -> i32 {
-        let rs = &self.rss[i];
-        let size = rs_replicas(rs);
-        if size == 0 || to_add == 0 || to_add == added {
-            return 0;
-        }
-        let fraction = if self.replicas == 0 {
-            -size
-        } else {
-            let target = self.replicas + self.strategy.max_surge();
-            let annotated = max_replicas_annotation(rs)
-                .unwrap_or_else(|| self.d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0));
-            if annotated == 0 {
-                0
-            } else {
-                let scaled = f64::from(size) * f64::from(target) / f64::from(annotated);
-                scaled.round() as i32 - size
-            }
-        };
-        let allowed = to_add - added;
-        if to_add > 0 {
-            fraction.min(allowed)
-        } else {
-            fraction.max(allowed)
-        }
-    }
-
-    /// Upstream's `rolloutRolling`.
-    fn rollout_rolling(&mut self) {
-        self.find_new(true);
-        if self.reconcile_new() || self.reconcile_olds() {
-            return self.finish_rollout();
-        }
-        if deployment_complete(self.d, &self.d.status.clone().unwrap_or_default()) {
-            self.cleanup();
-        }
-        self.finish_rollout();
-    }
-
-    /// Upstream's `reconcileNewReplicaSet`.
-    fn reconcile_new(&mut self) -> bool {
-        let Some(new) = self.new else {
-            return false;
-        };
-        let size = rs_replicas(&self.rss[new]);
-        if size == self.replicas {
-            return false;
-        }
-        if size > self.replicas {
-            return self.scale_if_needed(new, self.replicas);
-        }
-        let target = self.new_rs_new_replicas();
-        self.scale_if_needed(new, target)
-    }
-
-    /// Upstream's `reconcileOldReplicaSets`: scales old ReplicaSets down
-    /// as far as `replicas - maxUnavailable` available Pods allow,
-    /// unhealthy ones first.
-    fn reconcile_olds(&mut self) -> bool {
-        let old_total: i32 = self.olds().map(|i| rs_replicas(&self.rss[i])).sum();
-        if old_total == 0 {
-            return false;
-        }
-        let all_total: i32 = self.rss.iter().map(rs_replicas).sum();
-        let min_available = self.replicas - self.strategy.max_unavailable(self.replicas);
-        let new_unavailable = self.new.map_or(0, |i| {
-            (rs_replicas(&self.rss[i]) - rs_available(&self.rss[i])).max(0)
-        });
-        let max_scaled_down = all_total - min_available - new_unavailable;
-        if max_scaled_down <= 0 {
-            return false;
-        }
-        let cleaned = self.cleanup_unhealthy(max_scaled_down);
-        let scaled = self.scale_down_olds(max_scaled_down - cleaned);
-        cleaned + scaled > 0
-    }
-
-    /// Old ReplicaSets whose Pods are not available shrink first: they
-    /// cost no availability.
-    fn cleanup_unhealthy(&mut self, max_cleanup: i32) -> i32 {
-        let mut olds: Vec<usize> = self.olds().collect();
-        olds.sort_by(|a, b| by_creation(&self.rss[*a], &self.rss[*b]));
-        let mut total = 0;
-        for i in olds {
-            if total >= max_cleanup {
-                break;
-            }
-            let size = rs_replicas(&self.rss[i]);
-            let healthy = rs_available_within_spec(&self.rss[i]);
-            if size == 0 || size == healthy {
-                continue;
-            }
-            let down = (max_cleanup - total).min(size - healthy);
-            self.scale_if_needed(i, size - down);
-            total += down;
-        }
-        total
-    }
-
-    /// Upstream's `scaleDownOldReplicaSetsForRollingUpdate`, oldest first.
-    /// Availability counts each ReplicaSet at most at its spec, and no
-    /// more than `budget` goes in one sync, so a lagging status never
-    /// takes more than maxUnavailable away.
-    fn scale_down_olds(&mut self, budget: i32) -> i32 {
-        let min_available = self.replicas - self.strategy.max_unavailable(self.replicas);
-        let available: i32 = self.rss.iter().map(rs_available_within_spec).sum();
-        if available <= min_available || budget <= 0 {
-            return 0;
-        }
-        let to_remove = (available - min_available).min(budget);
-        let mut olds: Vec<usize> = self.olds().collect();
-        olds.sort_by(|a, b| by_creation(&self.rss[*a], &self.rss[*b]));
-        let mut total = 0;
-        for i in olds {
-            if total >= to_remove {
-                break;
-            }
-            let size = rs_replicas(&self.rss[i]);
-            if size == 0 {
-                continue;
-            }
-            let down = size.min(to_remove - total);
-            self.scale_if_needed(i, size - down);
-            total += down;
-        }
-        total
-    }
-
-    /// Upstream's `rolloutRecreate`: every old Pod gone before the new
-    /// ReplicaSet scales up.
-    fn rollout_recreate(&mut self, pods: &[Arc<Pod>]) {
-        self.find_new(false);
-        let active_olds: Vec<usize> = self
-            .olds()
-            .filter(|i| rs_replicas(&self.rss[*i]) > 0)
-            .collect();
-        let mut scaled_down = false;
-        for i in active_olds {
-            scaled_down |= self.scale_if_needed(i, 0);
-        }
-        if scaled_down || self.old_pods_running(pods) {
-            return self.finish_rollout();
-        }
-        if self.new.is_none() {
-            self.find_new(true);
-        }
-        if let Some(new) = self.new {
-            self.scale_if_needed(new, self.replicas);
-        }
-        if deployment_complete(self.d, &self.d.status.clone().unwrap_or_default()) {
-            self.cleanup();
-        }
-        self.finish_rollout();
-    }
-
-    fn old_pods_running(&self, pods: &[Arc<Pod>]) -> bool {
-        if self.olds().map(|i| rs_status_replicas(&self.rss[i])).sum::<i32>() > 0 {
-            return true;
-        }
-        let olds: BTreeSet<&str> = self
-            .olds()
-            .filter_map(|i| self.rss[i].metadata.uid.as_deref())
-            .collect();
-        pods.iter().any(|p| {
-            controller_of(&p.metadata).is_some_and(|o| olds.contains(o.uid.as_str()))
-                && !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Failed" | "Succeeded")
-                )
-        })
     }
 
     /// Upstream's `cleanupDeployment`: old ReplicaSets beyond
@@ -675,7 +432,8 @@ impl<'a> Sync<'a> {
 
     fn into_plan(self) -> Plan {
         let stored = self.d.status.clone().unwrap_or_default();
-        let changed = super::status::status_json(&self.status) != super::status::status_json(&stored);
+        let changed =
+            super::status::status_json(&self.status) != super::status::status_json(&stored);
         Plan {
             steps: self.steps,
             revision: self.revision,
@@ -685,5 +443,7 @@ impl<'a> Sync<'a> {
     }
 }
 
+mod rolling;
+mod scaling;
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,11 @@ pub fn progress_deadline(d: &Deployment) -> Option<i64> {
 }
 
 pub fn condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.iter().flatten().find(|c| c.type_ == type_)
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
 }
 
 pub fn new_condition(
@@ -194,10 +198,7 @@ pub fn rollout_status(
     if deadline.is_some() && !complete_already {
         let subject = match new_rs.and_then(|rs| rs.metadata.name.as_deref()) {
             Some(name) => format!("ReplicaSet {name:?}"),
-            None => format!(
-                "Deployment {:?}",
-                d.metadata.name.as_deref().unwrap_or("")
-            ),
+            None => format!("Deployment {:?}", d.metadata.name.as_deref().unwrap_or("")),
         };
         if deployment_complete(d, &status) {
             set_condition(
@@ -264,7 +265,11 @@ pub fn rollout_status(
 
 /// When to look again so a stuck rollout times out (upstream's
 /// `requeueStuckDeployment`).
-pub fn stuck_requeue(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> Option<Duration> {
+pub fn stuck_requeue(
+    d: &Deployment,
+    status: &DeploymentStatus,
+    now: Timestamp,
+) -> Option<Duration> {
     let deadline = progress_deadline(d)?;
     let c = condition(status, PROGRESSING)?;
     if deployment_complete(d, status) || c.reason.as_deref() == Some(TIMED_OUT) {
@@ -352,10 +357,21 @@ mod tests {
         let d = deploy(2);
         let original = DeploymentStatus::default();
         let new = rs("web-1", 2, 2, 1, 1);
-        let s = rollout_status(&d, &original, &original, &[&new], Some(&new), ROLLING, now());
+        let s = rollout_status(
+            &d,
+            &original,
+            &original,
+            &[&new],
+            Some(&new),
+            ROLLING,
+            now(),
+        );
         let p = condition(&s, PROGRESSING).unwrap();
         assert_eq!(p.reason.as_deref(), Some(RS_UPDATED));
-        assert_eq!(p.message.as_deref(), Some("ReplicaSet \"web-1\" is progressing."));
+        assert_eq!(
+            p.message.as_deref(),
+            Some("ReplicaSet \"web-1\" is progressing.")
+        );
 
         let done = rs("web-1", 2, 2, 2, 2);
         let s2 = rollout_status(&d, &s, &s, &[&done], Some(&done), ROLLING, now());
@@ -398,13 +414,22 @@ mod tests {
     fn same_reason_keeps_the_condition() {
         let mut s = DeploymentStatus::default();
         let t0: Timestamp = "2025-01-01T10:00:00Z".parse().unwrap();
-        set_condition(&mut s, new_condition(AVAILABLE, "True", "A", "m".into(), t0));
-        set_condition(&mut s, new_condition(AVAILABLE, "True", "A", "m".into(), now()));
+        set_condition(
+            &mut s,
+            new_condition(AVAILABLE, "True", "A", "m".into(), t0),
+        );
+        set_condition(
+            &mut s,
+            new_condition(AVAILABLE, "True", "A", "m".into(), now()),
+        );
         assert_eq!(
             condition(&s, AVAILABLE).unwrap().last_update_time,
             Some(Time(t0))
         );
-        set_condition(&mut s, new_condition(AVAILABLE, "True", "B", "m".into(), now()));
+        set_condition(
+            &mut s,
+            new_condition(AVAILABLE, "True", "B", "m".into(), now()),
+        );
         let c = condition(&s, AVAILABLE).unwrap();
         assert_eq!(c.last_transition_time, Some(Time(t0)));
         assert_eq!(c.last_update_time, Some(Time(now())));

@@ -112,18 +112,23 @@ impl Graph {
         let old_owners = old.as_ref().map(|o| o.owners.clone()).unwrap_or_default();
         for r in &old_owners {
             let still = node.owners.iter().find(|n| n.uid == r.uid);
-            if still.is_none() {
-                if let Some(set) = self.dependents.get_mut(&r.uid) {
-                    set.remove(&uid);
-                    if set.is_empty() {
-                        self.dependents.remove(&r.uid);
-                    }
+            if still.is_none()
+                && let Some(set) = self.dependents.get_mut(&r.uid)
+            {
+                set.remove(&uid);
+                if set.is_empty() {
+                    self.dependents.remove(&r.uid);
                 }
             }
             // A dependent that no longer blocks may let its owner go.
             let unblocked = r.block_owner_deletion == Some(true)
                 && still.is_none_or(|n| n.block_owner_deletion != Some(true));
-            if unblocked && self.nodes.get(&r.uid).is_some_and(Node::deleting_dependents) {
+            if unblocked
+                && self
+                    .nodes
+                    .get(&r.uid)
+                    .is_some_and(Node::deleting_dependents)
+            {
                 work.push(Work::AttemptToDelete(r.uid.clone()));
             }
         }
@@ -151,8 +156,6 @@ impl Graph {
                 work.push(Work::AttemptToDelete(d.clone()));
             }
         }
-        // Owners of this object that were waiting for it may be
-        // unblocked by its deletion starting or by a changed reference.
         self.nodes.insert(uid, node);
         work
     }
@@ -170,7 +173,11 @@ impl Graph {
                     self.dependents.remove(&r.uid);
                 }
             }
-            if self.nodes.get(&r.uid).is_some_and(Node::deleting_dependents) {
+            if self
+                .nodes
+                .get(&r.uid)
+                .is_some_and(Node::deleting_dependents)
+            {
                 work.push(Work::AttemptToDelete(r.uid.clone()));
             }
         }
@@ -214,8 +221,14 @@ mod tests {
     fn owner_deletion_wakes_its_dependents() {
         let mut g = Graph::default();
         assert!(g.upsert(node("rs", vec![])).is_empty());
-        assert!(g.upsert(node("pod-a", vec![owner_ref("rs", true)])).is_empty());
-        assert!(g.upsert(node("pod-b", vec![owner_ref("rs", true)])).is_empty());
+        assert!(
+            g.upsert(node("pod-a", vec![owner_ref("rs", true)]))
+                .is_empty()
+        );
+        assert!(
+            g.upsert(node("pod-b", vec![owner_ref("rs", true)]))
+                .is_empty()
+        );
         let mut work = g.remove("rs");
         work.sort();
         assert_eq!(
@@ -235,10 +248,7 @@ mod tests {
     fn unknown_owners_are_checked_once() {
         let mut g = Graph::default();
         let pod = node("pod", vec![owner_ref("ghost", true)]);
-        assert_eq!(
-            g.upsert(pod.clone()),
-            [Work::AttemptToDelete("pod".into())]
-        );
+        assert_eq!(g.upsert(pod.clone()), [Work::AttemptToDelete("pod".into())]);
         assert!(g.upsert(pod).is_empty(), "a status update does not recheck");
     }
 
@@ -250,10 +260,7 @@ mod tests {
         let mut orphaning = node("rs", vec![]);
         orphaning.deleting = true;
         orphaning.finalizers = vec![ORPHAN.into()];
-        assert_eq!(
-            g.upsert(orphaning),
-            [Work::AttemptToOrphan("rs".into())]
-        );
+        assert_eq!(g.upsert(orphaning), [Work::AttemptToOrphan("rs".into())]);
 
         let mut g = Graph::default();
         g.upsert(node("rs", vec![]));

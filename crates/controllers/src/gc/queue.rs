@@ -136,14 +136,14 @@ mod tests {
         assert_eq!(q.get().await, "a", "re-queued after done");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn failures_come_back_later() {
         let q = WorkQueue::new();
         q.add(1);
         let item = q.get().await;
         q.done(item, false);
         assert!(q.is_empty());
-        let again = tokio::time::timeout(Duration::from_secs(1), q.get())
+        let again = tokio::time::timeout(Duration::from_secs(30), q.get())
             .await
             .ok();
         assert_eq!(again, Some(1));

@@ -4,12 +4,12 @@
 //! Deployment controller applying its plans. Availability must never drop
 //! below `replicas - maxUnavailable`, and every rollout must finish.
 
+use super::Strategy;
 use super::*;
 use crate::deployment::replica_sets::{POD_TEMPLATE_HASH, strategy};
-use crate::deployment::status::{AVAILABLE, NEW_RS_AVAILABLE};
+use crate::deployment::status::{AVAILABLE, NEW_RS_AVAILABLE, deployment_complete};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::{Just, ProptestConfig, prop_assert, prop_oneof, proptest};
-use super::Strategy;
 use serde_json::json;
 
 fn deployment(replicas: i32, strategy: serde_json::Value, image: &str) -> Deployment {
@@ -68,7 +68,9 @@ impl Cluster {
             match step.change {
                 Change::Create(mut rs) => {
                     assert!(
-                        self.sets.iter().all(|s| s.rs.metadata.name != rs.metadata.name),
+                        self.sets
+                            .iter()
+                            .all(|s| s.rs.metadata.name != rs.metadata.name),
                         "created twice"
                     );
                     rs.metadata.uid = rs.metadata.name.clone();
@@ -173,7 +175,12 @@ impl Cluster {
         let template = self.d.spec.as_ref().unwrap().template.clone();
         self.sets
             .iter()
-            .find(|s| equal_ignore_hash(s.rs.spec.as_ref().unwrap().template.as_ref().unwrap(), &template))
+            .find(|s| {
+                equal_ignore_hash(
+                    s.rs.spec.as_ref().unwrap().template.as_ref().unwrap(),
+                    &template,
+                )
+            })
             .unwrap()
     }
 
@@ -213,7 +220,10 @@ fn first_sync_creates_the_new_replica_set() {
         panic!("{step:#?}")
     };
     let hash = rs.metadata.labels.as_ref().unwrap()[POD_TEMPLATE_HASH].clone();
-    assert_eq!(rs.metadata.name.as_deref(), Some(format!("web-{hash}").as_str()));
+    assert_eq!(
+        rs.metadata.name.as_deref(),
+        Some(format!("web-{hash}").as_str())
+    );
     assert_eq!(rs.spec.as_ref().unwrap().replicas, Some(3));
     assert_eq!(p.revision.as_deref(), Some("1"));
     let status = p.status.unwrap();

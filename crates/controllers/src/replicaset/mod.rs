@@ -6,19 +6,20 @@
 //! `availableReplicas`, `observedGeneration`).
 //!
 //! Reflectors on ReplicaSets and Pods feed kube-runtime's `applier`; the
-//! counting and ranking are pure functions below and in
+//! counting and ranking are pure functions in [`model`] and
 //! `controller_utils`. Expectations keep a stale Pod cache from creating
 //! or deleting twice.
 
-use std::collections::BTreeMap;
+pub mod model;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ApplierConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,12 +28,16 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Context;
-use crate::events::{EventType, Recorder};
 use crate::controller_utils::{
-    Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
-    controller_of, controller_reference, is_not_found, is_pod_active, is_pod_ready, key_of,
-    labels_json, owner_references_patch, rank_for_deletion, refers_to, request, retry_after,
-    slow_start_batch, triggers, with_owner, without_owner, workload_selector,
+    Backoff, Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
+    controller_of, controller_reference, is_not_found, is_pod_active, key_of, labels_json,
+    owner_references_patch, refers_to, request, slow_start_batch, triggers, with_owner,
+    without_owner, workload_selector,
+};
+use crate::events::{EventType, Recorder};
+use model::{
+    Failure, calculate_status, min_ready_seconds, pod_from_template, pods_to_delete, replicas_of,
+    status_changed, status_json,
 };
 
 /// Most Pods created or deleted in one sync (upstream's `burstReplicas`).
@@ -47,6 +52,7 @@ struct State {
     replica_sets: Store<ReplicaSet>,
     expectations: Expectations,
     events: Recorder,
+    backoff: Backoff,
 }
 
 /// Runs the ReplicaSet controller.
@@ -60,6 +66,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         replica_sets: replica_sets.clone(),
         expectations: Expectations::default(),
         events: Recorder::new(client.clone(), "replicaset-controller"),
+        backoff: Backoff::default(),
     });
 
     let rs_events = reflect(
@@ -70,6 +77,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let rs_requests = triggers(rs_events, "replicasets", move |rs: &ReplicaSet, deleted| {
         if deleted {
             rs_state.expectations.forget(&key_of(&rs.metadata));
+            rs_state.backoff.reset(&key_of(&rs.metadata));
             return Vec::new();
         }
         vec![ObjectRef::from_obj(rs)]
@@ -87,8 +95,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let requests = futures::stream::select(rs_requests, pod_requests);
     tracing::info!("replicaset controller started");
     applier(
-        |rs, state| Box::pin(reconcile(rs, state)),
-        |_rs, error, _state| retry_after(error),
+        |obj, state| {
+            Box::pin(async move {
+                let key = key_of(&obj.metadata);
+                let result = reconcile(obj, state.clone()).await;
+                if result.is_ok() {
+                    state.backoff.reset(&key);
+                }
+                result
+            })
+        },
+        |obj, error, state| state.backoff.retry_after(&key_of(&obj.metadata), error),
         state,
         replica_sets,
         requests,
@@ -113,9 +130,7 @@ fn replica_sets_for_pod(state: &State, pod: &Pod, deleted: bool) -> Vec<ObjectRe
         }
         let key = format!("{}/{}", namespace.unwrap_or(""), owner.name);
         let gone = deleted || pod.metadata.deletion_timestamp.is_some();
-        state
-            .expectations
-            .observe(&key, &pod.name_any(), gone);
+        state.expectations.observe(&key, &pod.name_any(), gone);
         return vec![request(namespace, &owner.name)];
     }
     if deleted || pod.metadata.deletion_timestamp.is_some() {
@@ -137,17 +152,6 @@ fn replica_sets_for_pod(state: &State, pod: &Pod, deleted: bool) -> Vec<ObjectRe
         .collect()
 }
 
-fn replicas_of(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
-}
-
-fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
-    rs.spec
-        .as_ref()
-        .and_then(|s| s.min_ready_seconds)
-        .unwrap_or(0)
-}
-
 async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, SyncError> {
     // Acting on an empty Pod cache would create a full set of duplicates.
     let _ = state.pods.wait_until_ready().await;
@@ -163,7 +167,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Syn
             tracing::warn!(replicaset = %key, %what, "skipping ReplicaSet");
             state
                 .events
-                .record(&rs.object_ref(&()), EventType::Warning, "InvalidSelector", &what)
+                .record(
+                    &rs.object_ref(&()),
+                    EventType::Warning,
+                    "InvalidSelector",
+                    &what,
+                )
                 .await;
             return Ok(Action::await_change());
         }
@@ -189,12 +198,19 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Syn
                     adoption_checked = Some(still_current(&state, &rs).await?);
                 }
                 if adoption_checked == Some(true) {
-                    let reference = controller_reference("apps/v1", "ReplicaSet", &rs.name_any(), &uid);
+                    let reference =
+                        controller_reference("apps/v1", "ReplicaSet", &rs.name_any(), &uid);
                     let refs = with_owner(&pod.metadata, reference);
                     match patch_owners(&pods_api, &pod.metadata, &refs).await {
                         Ok(()) => owned.push(pod),
                         Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(SyncError::api(&key, format!("adopting pod {}", pod.name_any()), e)),
+                        Err(e) => {
+                            return Err(SyncError::api(
+                                &key,
+                                format!("adopting pod {}", pod.name_any()),
+                                e,
+                            ));
+                        }
                     }
                 }
             }
@@ -203,7 +219,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Syn
                 match patch_owners(&pods_api, &pod.metadata, &refs).await {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(SyncError::api(&key, format!("releasing pod {}", pod.name_any()), e)),
+                    Err(e) => {
+                        return Err(SyncError::api(
+                            &key,
+                            format!("releasing pod {}", pod.name_any()),
+                            e,
+                        ));
+                    }
                 }
             }
             Claim::Ignore => {}
@@ -226,9 +248,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Syn
     if status_changed(&rs, &status) {
         let api: Api<ReplicaSet> = Api::namespaced(state.client.clone(), &namespace);
         let patch = json!({"status": status_json(&status)});
-        api.patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| SyncError::api(&key, "updating status", e))?;
+        api.patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| SyncError::api(&key, "updating status", e))?;
     }
     if let Some(failure) = failure {
         return Err(SyncError::Invalid {
@@ -255,11 +281,18 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Syn
 /// Whether the cached ReplicaSet is still the live one and not being
 /// deleted.
 async fn still_current(state: &State, rs: &ReplicaSet) -> Result<bool, SyncError> {
-    let api: Api<ReplicaSet> = Api::namespaced(state.client.clone(), &rs.namespace().unwrap_or_default());
+    let api: Api<ReplicaSet> =
+        Api::namespaced(state.client.clone(), &rs.namespace().unwrap_or_default());
     match api.get_opt(&rs.name_any()).await {
-        Ok(Some(live)) => Ok(live.metadata.uid == rs.metadata.uid && live.metadata.deletion_timestamp.is_none()),
+        Ok(Some(live)) => {
+            Ok(live.metadata.uid == rs.metadata.uid && live.metadata.deletion_timestamp.is_none())
+        }
         Ok(None) => Ok(false),
-        Err(e) => Err(SyncError::api(key_of(&rs.metadata), "rechecking before adoption", e)),
+        Err(e) => Err(SyncError::api(
+            key_of(&rs.metadata),
+            "rechecking before adoption",
+            e,
+        )),
     }
 }
 
@@ -273,12 +306,6 @@ async fn patch_owners(
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
-}
-
-/// Why the last create or delete failed, for the ReplicaFailure condition.
-struct Failure {
-    reason: &'static str,
-    message: String,
 }
 
 /// Creates or deletes Pods to reach `spec.replicas`.
@@ -316,7 +343,12 @@ async fn manage_replicas(
         for name in &created {
             state
                 .events
-                .record(&on, EventType::Normal, "SuccessfulCreate", &format!("Created pod: {name}"))
+                .record(
+                    &on,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!("Created pod: {name}"),
+                )
                 .await;
         }
         if !created.is_empty() {
@@ -325,7 +357,10 @@ async fn manage_replicas(
         if let Some(e) = error {
             let message = format!("Error creating: {e}");
             tracing::warn!(replicaset = %key, %message);
-            state.events.record(&on, EventType::Warning, "FailedCreate", &message).await;
+            state
+                .events
+                .record(&on, EventType::Warning, "FailedCreate", &message)
+                .await;
             return Some(Failure {
                 reason: "FailedCreate",
                 message,
@@ -340,7 +375,10 @@ async fn manage_replicas(
         }
         let results = futures::future::join_all(victims.iter().map(|p| async move {
             let name = p.name_any();
-            (name.clone(), pods_api.delete(&name, &DeleteParams::default()).await)
+            (
+                name.clone(),
+                pods_api.delete(&name, &DeleteParams::default()).await,
+            )
         }))
         .await;
         let mut failure = None;
@@ -349,7 +387,12 @@ async fn manage_replicas(
                 Ok(_) => {
                     state
                         .events
-                        .record(&on, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}"))
+                        .record(
+                            &on,
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted pod: {name}"),
+                        )
                         .await;
                 }
                 Err(e) if is_not_found(&e) => {}
@@ -357,7 +400,10 @@ async fn manage_replicas(
                     state.expectations.cancel_delete(&key, &name);
                     let message = format!("Error deleting: {e}");
                     tracing::warn!(replicaset = %key, pod = %name, %message);
-                    state.events.record(&on, EventType::Warning, "FailedDelete", &message).await;
+                    state
+                        .events
+                        .record(&on, EventType::Warning, "FailedDelete", &message)
+                        .await;
                     failure.get_or_insert(Failure {
                         reason: "FailedDelete",
                         message,
@@ -392,245 +438,4 @@ fn related_pods(state: &State, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         .filter(|p| p.metadata.namespace.as_deref() == namespace)
         .filter(|p| controller_of(&p.metadata).is_some_and(|o| siblings.contains(&o.uid)))
         .collect()
-}
-
-/// The `count` Pods to delete first.
-pub fn pods_to_delete(
-    owned: &[Arc<Pod>],
-    related: &[Arc<Pod>],
-    count: usize,
-    now: Timestamp,
-) -> Vec<Arc<Pod>> {
-    let mut ranked = owned.to_vec();
-    rank_for_deletion(&mut ranked, related, now);
-    ranked.truncate(count);
-    ranked
-}
-
-/// A Pod made from the ReplicaSet's template (upstream's
-/// `GetPodFromTemplate`).
-pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
-    let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    let name = rs.name_any();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
-            namespace: rs.metadata.namespace.clone(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            finalizers: meta.finalizers,
-            owner_references: Some(vec![controller_reference(
-                "apps/v1",
-                "ReplicaSet",
-                &name,
-                rs.metadata.uid.as_deref().unwrap_or(""),
-            )]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    }
-}
-
-/// The status the ReplicaSet should report for its `owned` active Pods.
-fn calculate_status(
-    rs: &ReplicaSet,
-    owned: &[Arc<Pod>],
-    failure: Option<&Failure>,
-    now: Timestamp,
-) -> ReplicaSetStatus {
-    let template_labels: BTreeMap<String, String> = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    let min_ready = min_ready_seconds(rs);
-    let fully_labeled = owned
-        .iter()
-        .filter(|p| {
-            let labels = p.metadata.labels.as_ref();
-            template_labels
-                .iter()
-                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        })
-        .count();
-    let ready = owned.iter().filter(|p| is_pod_ready(p)).count();
-    let available = owned
-        .iter()
-        .filter(|p| available_in(p, min_ready, now) == Some(Duration::ZERO))
-        .count();
-    let old = rs.status.clone().unwrap_or_default();
-    let mut conditions: Vec<ReplicaSetCondition> = old
-        .conditions
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.type_ != "ReplicaFailure")
-        .collect();
-    let old_failure = old
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "ReplicaFailure")
-        .cloned();
-    match (failure, old_failure) {
-        // Upstream keeps the first failure until a sync succeeds.
-        (Some(_), Some(existing)) => conditions.push(existing),
-        (Some(f), None) => conditions.push(ReplicaSetCondition {
-            type_: "ReplicaFailure".into(),
-            status: "True".into(),
-            reason: Some(f.reason.into()),
-            message: Some(f.message.clone()),
-            last_transition_time: Some(Time(now)),
-        }),
-        (None, _) => {}
-    }
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    ReplicaSetStatus {
-        replicas: count(owned.len()),
-        fully_labeled_replicas: Some(count(fully_labeled)),
-        ready_replicas: Some(count(ready)),
-        available_replicas: Some(count(available)),
-        observed_generation: rs.metadata.generation,
-        conditions: (!conditions.is_empty()).then_some(conditions),
-        terminating_replicas: old.terminating_replicas,
-    }
-}
-
-fn status_changed(rs: &ReplicaSet, new: &ReplicaSetStatus) -> bool {
-    let old = rs.status.clone().unwrap_or_default();
-    let zero = |v: Option<i32>| v.unwrap_or(0);
-    old.replicas != new.replicas
-        || zero(old.fully_labeled_replicas) != zero(new.fully_labeled_replicas)
-        || zero(old.ready_replicas) != zero(new.ready_replicas)
-        || zero(old.available_replicas) != zero(new.available_replicas)
-        || old.observed_generation != new.observed_generation
-        || old.conditions.unwrap_or_default() != new.conditions.clone().unwrap_or_default()
-}
-
-/// Every field explicit, so a merge patch also clears what went away.
-fn status_json(s: &ReplicaSetStatus) -> serde_json::Value {
-    json!({
-        "replicas": s.replicas,
-        "fullyLabeledReplicas": s.fully_labeled_replicas,
-        "readyReplicas": s.ready_replicas,
-        "availableReplicas": s.available_replicas,
-        "observedGeneration": s.observed_generation,
-        "conditions": s.conditions,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn rs(v: serde_json::Value) -> ReplicaSet {
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn pod(v: serde_json::Value) -> Arc<Pod> {
-        Arc::new(serde_json::from_value(v).unwrap())
-    }
-
-    fn web() -> ReplicaSet {
-        rs(json!({
-            "metadata": {"name": "web-abc", "namespace": "ns", "uid": "rs-uid", "generation": 4},
-            "spec": {
-                "replicas": 3,
-                "minReadySeconds": 10,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web", "tier": "front"}, "annotations": {"a": "b"}},
-                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}
-                }
-            }
-        }))
-    }
-
-    #[test]
-    fn pods_come_from_the_template_with_an_owner() {
-        let p = pod_from_template(&web());
-        assert_eq!(p.metadata.generate_name.as_deref(), Some("web-abc-"));
-        assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
-        assert_eq!(p.labels().get("tier").map(String::as_str), Some("front"));
-        let owner = controller_of(&p.metadata).unwrap();
-        assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str(), owner.block_owner_deletion),
-            ("ReplicaSet", "rs-uid", Some(true))
-        );
-        assert_eq!(p.spec.unwrap().containers[0].image.as_deref(), Some("nginx"));
-    }
-
-    #[test]
-    fn status_counts_labels_readiness_and_availability() {
-        let now: Timestamp = "2025-01-01T12:00:00Z".parse().unwrap();
-        let ready = |since: &str| {
-            json!([{"type": "Ready", "status": "True", "lastTransitionTime": since}])
-        };
-        let pods = vec![
-            pod(json!({"metadata": {"name": "a", "labels": {"app": "web", "tier": "front"}},
-                "status": {"conditions": ready("2025-01-01T11:00:00Z")}})),
-            pod(json!({"metadata": {"name": "b", "labels": {"app": "web"}},
-                "status": {"conditions": ready("2025-01-01T11:59:58Z")}})),
-            pod(json!({"metadata": {"name": "c", "labels": {"app": "web", "tier": "front"}}})),
-        ];
-        let s = calculate_status(&web(), &pods, None, now);
-        assert_eq!(s.replicas, 3);
-        assert_eq!(s.fully_labeled_replicas, Some(2));
-        assert_eq!(s.ready_replicas, Some(2));
-        assert_eq!(s.available_replicas, Some(1), "b is within minReadySeconds");
-        assert_eq!(s.observed_generation, Some(4));
-        assert!(s.conditions.is_none());
-
-        let failure = Failure {
-            reason: "FailedCreate",
-            message: "quota".into(),
-        };
-        let s = calculate_status(&web(), &pods, Some(&failure), now);
-        let c = &s.conditions.unwrap()[0];
-        assert_eq!((c.type_.as_str(), c.reason.as_deref()), ("ReplicaFailure", Some("FailedCreate")));
-        let mut failed = web();
-        failed.status = Some(s_with_failure());
-        let s = calculate_status(&failed, &pods, None, now);
-        assert!(s.conditions.is_none(), "a clean sync clears ReplicaFailure");
-    }
-
-    fn s_with_failure() -> ReplicaSetStatus {
-        serde_json::from_value(json!({"replicas": 1, "conditions": [
-            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}]}))
-        .unwrap()
-    }
-
-    #[test]
-    fn scale_down_removes_the_least_useful_pods() {
-        let now: Timestamp = "2025-01-01T12:00:00Z".parse().unwrap();
-        let ready = json!([{"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T10:00:00Z"}]);
-        let owned = vec![
-            pod(json!({"metadata": {"name": "ready", "uid": "1"}, "spec": {"nodeName": "n1"},
-                "status": {"phase": "Running", "conditions": ready}})),
-            pod(json!({"metadata": {"name": "pending", "uid": "2"}, "spec": {"nodeName": "n2"},
-                "status": {"phase": "Pending"}})),
-            pod(json!({"metadata": {"name": "unscheduled", "uid": "3"}, "status": {"phase": "Pending"}})),
-        ];
-        let victims = pods_to_delete(&owned, &owned, 2, now);
-        let names: Vec<String> = victims.iter().map(|p| p.name_any()).collect();
-        assert_eq!(names, ["unscheduled", "pending"]);
-    }
-
-    #[test]
-    fn absent_replicas_mean_one() {
-        let mut r = web();
-        r.spec.as_mut().unwrap().replicas = None;
-        assert_eq!(replicas_of(&r), 1);
-        r.spec.as_mut().unwrap().replicas = Some(-3);
-        assert_eq!(replicas_of(&r), 0);
-    }
 }
