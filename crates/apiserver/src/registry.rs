@@ -578,32 +578,18 @@ impl Registry {
             let mut marked = current.clone();
             let meta = strategy::metadata_mut(&mut marked);
             let already_deleting = meta.get("deletionTimestamp").is_some_and(|t| !t.is_null());
-            let mut finalizers: Vec<Value> = meta
+            let original_finalizers: Vec<Value> = meta
                 .get("finalizers")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            for (policy, finalizer) in [("Orphan", "orphan"), ("Foreground", "foregroundDeletion")]
-            {
-                if opts.propagation_policy.as_deref() == Some(policy)
-                    && !finalizers.iter().any(|f| f == finalizer)
-                {
-                    finalizers.push(json!(finalizer));
-                }
-            }
+            let finalizers = gc_finalizers(&original_finalizers, opts.propagation_policy.as_deref());
             let graceful_pod = r.rt.kind == "Pod"
                 && r.rt.group.is_empty()
                 && self.pod_needs_grace(&current, opts.grace_period_seconds);
             let is_namespace = r.rt.kind == "Namespace" && r.rt.group.is_empty();
             if !finalizers.is_empty() || graceful_pod || is_namespace {
-                if already_deleting
-                    && !graceful_pod
-                    && finalizers.len()
-                        == meta
-                            .get("finalizers")
-                            .and_then(Value::as_array)
-                            .map_or(0, Vec::len)
-                {
+                if already_deleting && !graceful_pod && finalizers == original_finalizers {
                     return Ok(stored.data);
                 }
                 let grace = if graceful_pod {
@@ -621,7 +607,7 @@ impl Registry {
                     );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
-                if !finalizers.is_empty() {
+                if finalizers != original_finalizers {
                     meta.insert("finalizers".into(), Value::Array(finalizers));
                 }
                 if is_namespace {
@@ -788,6 +774,30 @@ impl Registry {
     }
 }
 
+/// The finalizers an object keeps for the garbage collector under a
+/// propagation policy, as kube-apiserver's
+/// `deletionFinalizersForGarbageCollection`: Orphan and Foreground exclude
+/// each other, and an explicit Background drops both.
+fn gc_finalizers(current: &[Value], policy: Option<&str>) -> Vec<Value> {
+    let (add, remove): (Option<&str>, &[&str]) = match policy {
+        Some("Orphan") => (Some("orphan"), &["foregroundDeletion"]),
+        Some("Foreground") => (Some("foregroundDeletion"), &["orphan"]),
+        Some("Background") => (None, &["orphan", "foregroundDeletion"]),
+        _ => (None, &[]),
+    };
+    let mut out: Vec<Value> = current
+        .iter()
+        .filter(|f| !remove.iter().any(|r| *f == r))
+        .cloned()
+        .collect();
+    if let Some(a) = add
+        && !out.iter().any(|f| f == a)
+    {
+        out.push(json!(a));
+    }
+    out
+}
+
 /// Parsed `DeleteOptions` (body or query).
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
@@ -891,5 +901,26 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
             .map_err(|e| ApiError::bad_request(format!("couldn't decode the protobuf body: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_policies_exclude_each_other() {
+        let both = [json!("orphan"), json!("foregroundDeletion"), json!("example.com/x")];
+        assert_eq!(
+            gc_finalizers(&both, Some("Orphan")),
+            [json!("orphan"), json!("example.com/x")]
+        );
+        assert_eq!(
+            gc_finalizers(&both, Some("Foreground")),
+            [json!("foregroundDeletion"), json!("example.com/x")]
+        );
+        assert_eq!(gc_finalizers(&both, Some("Background")), [json!("example.com/x")]);
+        assert_eq!(gc_finalizers(&both, None), both);
+        assert_eq!(gc_finalizers(&[], Some("Orphan")), [json!("orphan")]);
     }
 }

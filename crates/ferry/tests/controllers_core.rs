@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -118,6 +119,35 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     assert!(leader.ends_with(&format!("_{}", a.pid())), "{leader}");
     let mut b = support::Controllers::start(&server, &flags);
     let standby = format!("_{}", b.pid());
+    // A ReplicaSet whose Pods must not be doubled by the handover.
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rs = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &rs).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod_names = || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .unwrap();
+            list.items
+                .into_iter()
+                .map(|p| p.metadata.name.unwrap())
+                .collect::<std::collections::BTreeSet<_>>()
+        }
+    };
+    let before = support::eventually(20, "the leader creates 3 pods", || async {
+        let names = pod_names().await;
+        (names.len() == 3).then_some(names)
+    })
+    .await;
     // The standby waits while the leader renews.
     tokio::time::sleep(Duration::from_secs(lease_seconds + 2)).await;
     let still = holder(&leases.get("ferry-controllers").await.unwrap()).unwrap();
@@ -138,5 +168,21 @@ async fn a_standby_takes_over_when_the_leader_dies() {
     let lease = leases.get("ferry-controllers").await.unwrap();
     assert_eq!(lease.spec.unwrap().lease_transitions, Some(1));
     eprintln!("takeover after {:?}", killed.elapsed());
+    // The new leader syncs the ReplicaSet and finds its 3 Pods: the same
+    // ones, none added. Its status write shows it has synced.
+    support::eventually(20, "the new leader syncs the ReplicaSet", || {
+        let sets = sets.clone();
+        async move {
+            let rs = sets.get("web").await.ok()?;
+            (rs.status?.replicas == 3).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_names().await,
+        before,
+        "no Pod was added or replaced during the handover"
+    );
     b.kill();
 }
