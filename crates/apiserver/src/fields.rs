@@ -54,6 +54,22 @@ pub fn check_supported<'a>(
     Ok(())
 }
 
+/// What selectors match on in `obj`: its labels and the value of every
+/// field label `rt` supports.
+pub fn selectable(rt: &ResourceType, obj: &Value) -> ferry_store::Selectable {
+    ferry_store::Selectable {
+        labels: obj["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        fields: COMMON
+            .iter()
+            .chain(kind_fields(rt))
+            .filter_map(|f| value(rt, obj, f).map(|v| (f.to_string(), v)))
+            .collect(),
+    }
+}
+
 /// The value of a supported field in `obj`; missing fields read as "".
 pub fn value(rt: &ResourceType, obj: &Value, field: &str) -> Option<String> {
     let path: &str = match (rt.kind, field) {

@@ -432,15 +432,13 @@ fn list(
         metadata["continue"] = json!(c);
     }
     if let Some(include) = table {
-        let objects: Vec<Value> = page
-            .items
-            .iter()
-            .filter_map(|(_, s)| serde_json::from_slice(&s.data).ok())
-            .collect();
-        return Ok(http::json(
-            200,
-            &tables::table(rt, &objects, include, metadata),
-        ));
+        let body = tables::table_bytes(
+            rt,
+            page.items.iter().map(|(_, s)| &s.data[..]),
+            include,
+            metadata,
+        );
+        return Ok(http::json_bytes(200, body, "application/json"));
     }
     let mut items = page
         .items

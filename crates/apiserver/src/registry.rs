@@ -107,15 +107,23 @@ impl Filters {
     }
 
     pub fn matches(&self, rt: &ResourceType, obj: &Value) -> bool {
-        if let Some(l) = &self.labels {
-            let empty = serde_json::Map::new();
-            let labels = obj["metadata"]["labels"].as_object().unwrap_or(&empty);
-            if !l.matches(labels) {
-                return false;
-            }
+        self.is_empty() || self.matches_selectable(&fields::selectable(rt, obj))
+    }
+
+    /// Matches pre-extracted labels and fields (see `fields::selectable`).
+    pub fn matches_selectable(&self, s: &ferry_store::Selectable) -> bool {
+        if let Some(l) = &self.labels
+            && !l.matches(&s.labels)
+        {
+            return false;
         }
         if let Some(f) = &self.fields
-            && !f.matches(|field| fields::value(rt, obj, field))
+            && !f.matches(|field| {
+                s.fields
+                    .iter()
+                    .find(|(name, _)| name == field)
+                    .map(|(_, v)| v.clone())
+            })
         {
             return false;
         }

@@ -73,3 +73,37 @@ pub fn table(
         "rows": objects.iter().map(|o| row(rt, o, include, now)).collect::<Vec<_>>(),
     })
 }
+
+/// A Table of stored objects, written row by row: an unpaged `kubectl get`
+/// of every Pod never holds all objects and rows in memory at once.
+pub fn table_bytes<'a>(
+    rt: &ResourceType,
+    objects: impl Iterator<Item = &'a [u8]>,
+    include: IncludeObject,
+    list_metadata: Value,
+) -> Vec<u8> {
+    let now = jiff::Timestamp::now();
+    let head = json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata,
+        "columnDefinitions": column_definitions(rt),
+    });
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    out.pop(); // the closing brace; rows follow
+    out.extend_from_slice(b",\"rows\":[");
+    let mut first = true;
+    for data in objects {
+        let Ok(obj) = serde_json::from_slice::<Value>(data) else {
+            continue;
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &row(rt, &obj, include, now));
+    }
+    out.extend_from_slice(b"]}");
+    out
+}

@@ -13,6 +13,7 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::fields;
 use crate::http::Body;
 use crate::registry::{Filters, Registry, collection_prefix};
 use crate::status::ApiError;
@@ -170,15 +171,23 @@ impl EventWriter {
         if filters.is_empty() {
             return Some(event.event_type.as_str());
         }
-        let now = filters.matches_bytes(self.rt, &event.object);
+        // The first filtered watch parses the object; the others reuse it.
+        let (now_sel, before_sel) = event.selectable.get_or_init(|| {
+            let extract = |data: &[u8]| {
+                serde_json::from_slice::<Value>(data)
+                    .map(|v| fields::selectable(self.rt, &v))
+                    .unwrap_or_default()
+            };
+            (extract(&event.object), event.previous.as_deref().map(extract))
+        });
+        let now = filters.matches_selectable(now_sel);
         match event.event_type {
             EventType::Added => now.then_some("ADDED"),
             EventType::Deleted => now.then_some("DELETED"),
             EventType::Modified => {
-                let before = event
-                    .previous
+                let before = before_sel
                     .as_ref()
-                    .map_or(now, |p| filters.matches_bytes(self.rt, p));
+                    .map_or(now, |p| filters.matches_selectable(p));
                 match (before, now) {
                     (true, true) => Some("MODIFIED"),
                     (false, true) => Some("ADDED"),

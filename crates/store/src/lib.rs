@@ -17,7 +17,7 @@ mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, oneshot};
@@ -54,6 +54,37 @@ pub struct WatchEvent {
     /// The object before the change, so filtered watches can tell when an
     /// object starts or stops matching.
     pub previous: Option<Bytes>,
+    /// What selectors look at in `object` and `previous`, worked out by
+    /// the first filtered watch that needs it and shared by all others, so
+    /// N filtered watches parse each object once, not N times.
+    pub selectable: OnceLock<(Selectable, Option<Selectable>)>,
+}
+
+/// The parts of an object that label and field selectors match on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selectable {
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    /// Field path (`spec.nodeName`) and value.
+    pub fields: Vec<(String, String)>,
+}
+
+impl WatchEvent {
+    pub fn new(
+        revision: u64,
+        event_type: EventType,
+        key: Arc<str>,
+        object: Bytes,
+        previous: Option<Bytes>,
+    ) -> WatchEvent {
+        WatchEvent {
+            revision,
+            event_type,
+            key,
+            object,
+            previous,
+            selectable: OnceLock::new(),
+        }
+    }
 }
 
 /// A stored object and the revision of its last change.

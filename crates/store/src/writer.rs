@@ -117,13 +117,13 @@ pub(crate) fn open(path: &Path, config: &StoreConfig) -> Result<(Database, State
         }
         let (event_type, key, object) = decode_event(v.value())?;
         revision = revision.max(rev);
-        history.push_back(Arc::new(WatchEvent {
-            revision: rev,
+        history.push_back(Arc::new(WatchEvent::new(
+            rev,
             event_type,
-            key: key.into(),
+            key.into(),
             object,
-            previous: None,
-        }));
+            None,
+        )));
     }
     while history.len() > config.watch_history {
         if let Some(e) = history.pop_front() {
@@ -269,13 +269,13 @@ fn commit_writes(
                     s.objects.insert(p.key.to_string(), p.stored.clone());
                 }
             }
-            let event = Arc::new(WatchEvent {
-                revision: p.stored.revision,
-                event_type: p.event_type,
-                key: p.key.clone(),
-                object: p.stored.data.clone(),
-                previous: p.previous.clone(),
-            });
+            let event = Arc::new(WatchEvent::new(
+                p.stored.revision,
+                p.event_type,
+                p.key.clone(),
+                p.stored.data.clone(),
+                p.previous.clone(),
+            ));
             s.history.push_back(event.clone());
             // No receivers is fine: nobody is watching.
             let _ = shared.events.send(event);
