@@ -591,7 +591,8 @@ impl Registry {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let finalizers = gc_finalizers(&original_finalizers, opts.propagation_policy.as_deref());
+            let finalizers =
+                gc_finalizers(&original_finalizers, opts.propagation_policy.as_deref());
             let graceful_pod = r.rt.kind == "Pod"
                 && r.rt.group.is_empty()
                 && self.pod_needs_grace(&current, opts.grace_period_seconds);
@@ -918,7 +919,11 @@ mod tests {
 
     #[test]
     fn propagation_policies_exclude_each_other() {
-        let both = [json!("orphan"), json!("foregroundDeletion"), json!("example.com/x")];
+        let both = [
+            json!("orphan"),
+            json!("foregroundDeletion"),
+            json!("example.com/x"),
+        ];
         assert_eq!(
             gc_finalizers(&both, Some("Orphan")),
             [json!("orphan"), json!("example.com/x")]
@@ -927,7 +932,10 @@ mod tests {
             gc_finalizers(&both, Some("Foreground")),
             [json!("foregroundDeletion"), json!("example.com/x")]
         );
-        assert_eq!(gc_finalizers(&both, Some("Background")), [json!("example.com/x")]);
+        assert_eq!(
+            gc_finalizers(&both, Some("Background")),
+            [json!("example.com/x")]
+        );
         assert_eq!(gc_finalizers(&both, None), both);
         assert_eq!(gc_finalizers(&[], Some("Orphan")), [json!("orphan")]);
     }

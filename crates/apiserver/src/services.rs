@@ -400,7 +400,9 @@ pub fn carry_over_allocations(new: &mut Value, old: &Value) {
     }
     if needs_health_check_port(new)
         && needs_health_check_port(old)
-        && new["spec"]["healthCheckNodePort"].as_i64().is_none_or(|n| n == 0)
+        && new["spec"]["healthCheckNodePort"]
+            .as_i64()
+            .is_none_or(|n| n == 0)
     {
         new["spec"]["healthCheckNodePort"] = old_spec["healthCheckNodePort"].clone();
     }

@@ -178,7 +178,10 @@ impl EventWriter {
                     .map(|v| fields::selectable(self.rt, &v))
                     .unwrap_or_default()
             };
-            (extract(&event.object), event.previous.as_deref().map(extract))
+            (
+                extract(&event.object),
+                event.previous.as_deref().map(extract),
+            )
         });
         let now = filters.matches_selectable(now_sel);
         match event.event_type {

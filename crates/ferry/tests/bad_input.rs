@@ -730,9 +730,19 @@ spec:
     assert_eq!(out, "");
 
     let out = server.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&changed));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("bogus"));
-    let out = server.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.metadata.labels.tier}"]);
+    let out = server.kubectl_ok(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.metadata.labels.tier}",
+    ]);
     assert_eq!(out, "web");
 }
 

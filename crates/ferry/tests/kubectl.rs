@@ -647,7 +647,10 @@ fn patch_json_merge_and_strategic() {
         .find(|c| c["name"] == "nginx")
         .unwrap();
     assert_eq!(nginx["image"], "nginx:1.15.0");
-    assert_eq!(nginx["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
+    assert_eq!(
+        nginx["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}])
+    );
     // The $patch: delete directive removes one element.
     patch(
         "deploy",

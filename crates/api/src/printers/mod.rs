@@ -101,7 +101,9 @@ fn printer(group: &str, kind: &str) -> (&'static [Column], CellsFn) {
             networking::ENDPOINT_SLICE_COLUMNS,
             networking::endpoint_slice,
         ),
-        ("networking.k8s.io" | "extensions", "Ingress") => (networking::INGRESS_COLUMNS, networking::ingress),
+        ("networking.k8s.io" | "extensions", "Ingress") => {
+            (networking::INGRESS_COLUMNS, networking::ingress)
+        }
         ("networking.k8s.io", "IngressClass") => {
             (networking::INGRESS_CLASS_COLUMNS, networking::ingress_class)
         }
