@@ -32,6 +32,49 @@ enum Command {
     /// on stdin, result on stdout. Runtimes may also execute the binary
     /// with no arguments (as `$CNI_PATH/ferry`) or named `ferry-cni`.
     Cni,
+    /// Run the lab node agent: registers the Node, renews its heartbeat
+    /// Lease and runs the pod sandboxes bound to it.
+    Node(NodeArgs),
+    /// Run the flannel-style VXLAN overlay agent (flannel.1) for one node.
+    Overlay(OverlayArgs),
+}
+
+#[derive(clap::Args)]
+struct OverlayArgs {
+    /// Kubeconfig to reach the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Name of this node's Node object.
+    #[arg(long)]
+    node_name: String,
+    /// The node's network namespace, path or name (default: the current one).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Underlay device.
+    #[arg(long, default_value = "eth0")]
+    iface: String,
+    /// Public (underlay) IP (default: the first IPv4 of --iface).
+    #[arg(long)]
+    public_ip: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Kubeconfig to reach the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Name of the Node to register.
+    #[arg(long)]
+    node_name: String,
+    /// The node's network namespace (default: the current one).
+    #[arg(long)]
+    netns: Option<String>,
+    /// The node's InternalIP address.
+    #[arg(long)]
+    internal_ip: Option<String>,
+    /// Pods advertised in the node's capacity.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +160,20 @@ fn main() -> anyhow::Result<()> {
         Command::Apiserver(args) => runtime.block_on(apiserver(args)),
         Command::Controllers(args) => runtime.block_on(controllers(args)),
         Command::Cni => std::process::exit(ferry_cni::plugin_main()),
+        Command::Node(args) => runtime.block_on(node(args)),
+        Command::Overlay(args) => runtime.block_on(async move {
+            let client = client(args.kubeconfig.as_ref()).await?;
+            let config = ferry_overlay::agent::Config {
+                node_name: args.node_name,
+                netns: args.netns,
+                iface: args.iface,
+                public_ip: args.public_ip,
+            };
+            tokio::select! {
+                result = ferry_overlay::agent::run(client, config) => result,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }),
         Command::Up(args) => {
             eprintln!("ferry up: starting the API server (lab nodes are not implemented yet)");
             runtime.block_on(apiserver(args))
@@ -160,6 +217,23 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = ferry_node::Config {
+        node_name: args.node_name,
+        netns: args.netns,
+        internal_ip: args.internal_ip,
+        max_pods: args.max_pods,
+    };
+    tokio::select! {
+        result = ferry_node::run(client, config) => result,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted, stopping");
+            Ok(())
+        }
+    }
 }
 
 async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
