@@ -252,14 +252,22 @@ async fn deployment_pods_spread_fill_endpoints_and_follow_changes() {
     .await;
 
     // A deleted Pod is replaced, and the lists follow.
+    // The victim is one of the two serving Pods, not the one the scale-down
+    // is still removing.
     let victim = pods
         .list(&ListParams::default().labels("app=web"))
         .await
         .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
+        .items
+        .into_iter()
+        .find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .is_some_and(|ip| two.contains(ip))
+        })
+        .and_then(|p| p.metadata.name)
         .unwrap();
     pods.delete(&victim, &DeleteParams::default())
         .await
