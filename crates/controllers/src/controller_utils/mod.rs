@@ -308,6 +308,48 @@ where
         .flat_map(|refs| futures::stream::iter(refs.into_iter().map(Ok)))
 }
 
+/// The controllers (of `kind` in group apps) a Pod event concerns: its
+/// controller, or for an orphan every one whose selector might adopt it.
+/// Also feeds the creation/deletion expectations of the controller.
+pub fn controllers_for_pod<K>(
+    kind: &str,
+    expectations: &Expectations,
+    owners: &kube::runtime::reflector::Store<K>,
+    selector_of: impl Fn(&K) -> Option<&KubeLabelSelector>,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    deleted: bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = pod.metadata.namespace.as_deref();
+    let gone = deleted || pod.metadata.deletion_timestamp.is_some();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        if !refers_to(owner, "apps", kind) {
+            return Vec::new();
+        }
+        let key = format!("{}/{}", namespace.unwrap_or(""), owner.name);
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        expectations.observe(&key, name, gone);
+        return vec![request(namespace, &owner.name)];
+    }
+    if gone {
+        return Vec::new();
+    }
+    let labels = labels_json(pod.metadata.labels.as_ref());
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == namespace)
+        .filter(|o| {
+            selector_of(o)
+                .and_then(|s| workload_selector(Some(s)).ok())
+                .is_some_and(|selector| selector.matches(&labels))
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 /// A request to reconcile the object `namespace/name` of kind `R`.
 pub fn request<R>(namespace: Option<&str>, name: &str) -> ObjectRef<R>
 where

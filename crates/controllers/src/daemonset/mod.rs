@@ -28,8 +28,8 @@ use serde_json::json;
 use crate::Context;
 use crate::controller_utils::{
     Backoff, Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
-    controller_of, controller_reference, is_not_found, key_of, labels_json, owner_references_patch,
-    refers_to, request, slow_start_batch, triggers, with_owner, without_owner, workload_selector,
+    controller_reference, controllers_for_pod, is_not_found, key_of, owner_references_patch,
+    slow_start_batch, triggers, with_owner, without_owner, workload_selector,
 };
 use crate::events::{EventType, Recorder};
 
@@ -155,34 +155,16 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The DaemonSets a Pod event concerns (see `controllers_for_pod`).
 fn daemon_sets_for_pod(state: &State, pod: &Pod, deleted: bool) -> Vec<ObjectRef<DaemonSet>> {
-    let namespace = pod.metadata.namespace.as_deref();
-    if let Some(owner) = controller_of(&pod.metadata) {
-        if !refers_to(owner, "apps", "DaemonSet") {
-            return Vec::new();
-        }
-        let key = format!("{}/{}", namespace.unwrap_or(""), owner.name);
-        let gone = deleted || pod.metadata.deletion_timestamp.is_some();
-        state.expectations.observe(&key, &pod.name_any(), gone);
-        return vec![request(namespace, &owner.name)];
-    }
-    if deleted || pod.metadata.deletion_timestamp.is_some() {
-        return Vec::new();
-    }
-    let labels = labels_json(pod.metadata.labels.as_ref());
-    state
-        .daemon_sets
-        .state()
-        .iter()
-        .filter(|ds| ds.metadata.namespace.as_deref() == namespace)
-        .filter(|ds| {
-            ds.spec
-                .as_ref()
-                .and_then(|s| workload_selector(Some(&s.selector)).ok())
-                .is_some_and(|selector| selector.matches(&labels))
-        })
-        .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-        .collect()
+    controllers_for_pod(
+        "DaemonSet",
+        &state.expectations,
+        &state.daemon_sets,
+        |ds| ds.spec.as_ref().map(|s| &s.selector),
+        pod,
+        deleted,
+    )
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, SyncError> {

@@ -30,9 +30,9 @@ use serde_json::json;
 use crate::Context;
 use crate::controller_utils::{
     Backoff, Cached, Claim, Expectations, SyncError, available_in, check_template_selected, claim,
-    controller_of, controller_reference, is_not_found, is_pod_active, key_of, labels_json,
-    owner_references_patch, refers_to, request, slow_start_batch, triggers, with_owner,
-    without_owner, workload_selector,
+    controller_of, controller_reference, controllers_for_pod, is_not_found, is_pod_active, key_of,
+    owner_references_patch, slow_start_batch, triggers, with_owner, without_owner,
+    workload_selector,
 };
 use crate::events::{EventType, Recorder};
 use model::{
@@ -120,36 +120,16 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ReplicaSets a Pod event concerns: its controller, or for an orphan
-/// every ReplicaSet that might adopt it. Also feeds the expectations.
+/// The ReplicaSets a Pod event concerns (see `controllers_for_pod`).
 fn replica_sets_for_pod(state: &State, pod: &Pod, deleted: bool) -> Vec<ObjectRef<ReplicaSet>> {
-    let namespace = pod.metadata.namespace.as_deref();
-    if let Some(owner) = controller_of(&pod.metadata) {
-        if !refers_to(owner, "apps", "ReplicaSet") {
-            return Vec::new();
-        }
-        let key = format!("{}/{}", namespace.unwrap_or(""), owner.name);
-        let gone = deleted || pod.metadata.deletion_timestamp.is_some();
-        state.expectations.observe(&key, &pod.name_any(), gone);
-        return vec![request(namespace, &owner.name)];
-    }
-    if deleted || pod.metadata.deletion_timestamp.is_some() {
-        return Vec::new();
-    }
-    let labels = labels_json(pod.metadata.labels.as_ref());
-    state
-        .replica_sets
-        .state()
-        .iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == namespace)
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| workload_selector(Some(&s.selector)).ok())
-                .is_some_and(|selector| selector.matches(&labels))
-        })
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
+    controllers_for_pod(
+        "ReplicaSet",
+        &state.expectations,
+        &state.replica_sets,
+        |rs| rs.spec.as_ref().map(|s| &s.selector),
+        pod,
+        deleted,
+    )
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, SyncError> {
