@@ -147,6 +147,12 @@ fn main() -> anyhow::Result<()> {
     if ferry_cni::invoked_as_plugin() {
         std::process::exit(ferry_cni::plugin_main());
     }
+    // `ferry lab-run` (internal: how the lab runtime starts a container)
+    // must run before any thread exists, so it bypasses clap and tokio.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "lab-run") {
+        std::process::exit(ferry_node::runtime::lab_run_main(argv.collect()));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

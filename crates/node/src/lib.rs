@@ -19,6 +19,8 @@
 //! grace-period signals, orphan cleanup on start, probes,
 //! restarting built-in servers after an agent restart, underlay MTU.
 
+pub mod runtime;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
