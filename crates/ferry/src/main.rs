@@ -21,10 +21,13 @@ struct Cli {
 enum Command {
     /// Run the embedded Kubernetes-compatible API server.
     Apiserver(ApiserverArgs),
-    /// Start the lab. For now this runs the API server alone and prints
-    /// how to reach it; the simulated nodes and the pod network are not
-    /// built yet.
-    Up(ApiserverArgs),
+    /// Start the lab: an underlay bridge, N node namespaces, the API
+    /// server, the controllers and each node's agents. Runs until Ctrl-C
+    /// or `ferry down`, then removes everything it created.
+    Up(UpArgs),
+    /// Stop the running lab and remove everything it created (also after
+    /// a crash).
+    Down(DownArgs),
     /// Run the controllers (endpoint slices, workloads, GC, scheduler,
     /// node and LoadBalancer IPAM) against an API server.
     Controllers(ControllersArgs),
@@ -37,6 +40,37 @@ enum Command {
     Node(NodeArgs),
     /// Run the flannel-style VXLAN overlay agent (flannel.1) for one node.
     Overlay(OverlayArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Pod network, split into one subnet per node.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// CIDR Service ClusterIPs are allocated from (the DNS Service gets
+    /// its 10th address).
+    #[arg(
+        long,
+        alias = "service-cluster-ip-range",
+        default_value = "10.96.0.0/12"
+    )]
+    service_cidr: String,
+    /// Prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Where the lab keeps its API server data, kubeconfig, logs and node state.
+    #[arg(long, env = "FERRY_LAB_DIR", default_value = "/var/lib/ferry/lab")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    /// The lab's data directory (the running lab's own is used if one runs).
+    #[arg(long, env = "FERRY_LAB_DIR", default_value = "/var/lib/ferry/lab")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -56,6 +90,12 @@ struct OverlayArgs {
     /// Public (underlay) IP (default: the first IPv4 of --iface).
     #[arg(long)]
     public_ip: Option<std::net::Ipv4Addr>,
+    /// Masquerade pod traffic that leaves the cluster CIDR (not to nodes).
+    #[arg(long)]
+    ip_masq: bool,
+    /// The cluster's pod network, for --ip-masq.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +115,18 @@ struct NodeArgs {
     /// Pods advertised in the node's capacity.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Where pod files (hosts, resolv.conf, logs) and the IPAM store live.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Nameserver written into pods' resolv.conf (dnsPolicy ClusterFirst).
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// MTU of pod interfaces (default: the underlay's minus 50, for VXLAN).
+    #[arg(long)]
+    pod_mtu: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -154,10 +206,27 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(ferry_node::runtime::lab_run_main(argv.collect()));
     }
     let cli = Cli::parse();
+    // The node agent lives in its node's network namespace: enter it while
+    // this is the only thread, so every runtime thread and child inherits it.
+    if let Command::Node(NodeArgs {
+        netns: Some(netns), ..
+    }) = &cli.command
+    {
+        let file = std::fs::File::open(ferry_netlink::netns::named_path(netns)?)
+            .with_context(|| format!("opening network namespace {netns}"))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering network namespace {netns}"))?;
+    }
+    // `ferry up` talks to the user on stdout; its components only warn.
+    let default_filter = if matches!(cli.command, Command::Up(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -174,16 +243,21 @@ fn main() -> anyhow::Result<()> {
                 netns: args.netns,
                 iface: args.iface,
                 public_ip: args.public_ip,
+                ip_masq: args.ip_masq.then_some(args.cluster_cidr),
             };
             tokio::select! {
                 result = ferry_overlay::agent::run(client, config) => result,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }),
-        Command::Up(args) => {
-            eprintln!("ferry up: starting the API server (lab nodes are not implemented yet)");
-            runtime.block_on(apiserver(args))
-        }
+        Command::Up(args) => runtime.block_on(ferry_lab::up(ferry_lab::Config {
+            nodes: args.nodes,
+            cluster_cidr: args.cluster_cidr,
+            service_cidr: args.service_cidr,
+            node_cidr_mask_size: args.node_cidr_mask_size,
+            data_dir: args.data_dir,
+        })),
+        Command::Down(args) => runtime.block_on(ferry_lab::down(&args.data_dir)),
     }
 }
 
@@ -228,10 +302,15 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_ref()).await?;
     let config = ferry_node::Config {
-        node_name: args.node_name,
-        netns: args.netns,
+        node_name: args.node_name.clone(),
         internal_ip: args.internal_ip,
         max_pods: args.max_pods,
+        state_dir: args
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry/node").join(&args.node_name)),
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain,
+        pod_mtu: args.pod_mtu,
     };
     tokio::select! {
         result = ferry_node::run(client, config) => result,

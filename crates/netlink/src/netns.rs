@@ -277,3 +277,40 @@ fn make_run_dir_shared() -> io::Result<()> {
         Err(errno) => Err(errno.into()),
     }
 }
+
+/// Processes whose network namespace is one of `namespaces` (paths of
+/// namespace files such as `/run/netns/<name>`), found by comparing
+/// `/proc/<pid>/ns/net` with each file's device and inode. The calling
+/// process is never listed.
+pub fn processes_in(namespaces: &[PathBuf]) -> Vec<i32> {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ids: HashSet<(u64, u64)> = namespaces.iter().filter_map(|p| id(p)).collect();
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    if ids.is_empty() {
+        return pids;
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if id(&entry.path().join("ns/net")).is_some_and(|i| ids.contains(&i))
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -1,29 +1,29 @@
-//! `ferry node`: the lab node agent (first cut).
+//! `ferry node`: the lab node agent (the lab's kubelet).
 //!
 //! - Registers its Node (create if missing, status through `/status`:
 //!   addresses, capacity, nodeInfo, Ready with heartbeat) and renews the
 //!   Lease `kube-node-lease/<node>`, both every 10 s.
-//! - Pod sandboxes: every second it lists the Pods bound to the node
-//!   (`spec.nodeName`), creates netns [`sandbox_name`], runs the CNI plugin
-//!   (`ferry cni`, inside the node netns via `nsenter`), brings `lo` up and
-//!   writes a Running/Ready status. hostNetwork pods are skipped.
-//! - Built-in programs: nginx/httpd images without a command get a page
-//!   naming the pod on their TCP container ports (default 80); the
-//!   listening sockets are opened inside the pod netns.
-//! - Deletion: on `deletionTimestamp` it stops the programs, runs CNI DEL,
-//!   deletes the netns and deletes the Pod with grace period 0.
+//! - Watches the Pods bound to the node (`spec.nodeName`) and runs one
+//!   [`worker`] per Pod: sandbox through the CNI plugin ([`sandbox`]),
+//!   containers through the lab [`runtime`], probes ([`probes`]), status
+//!   ([`status`]) and graceful termination.
+//! - At start, and after each relist, removes sandboxes whose Pod is gone
+//!   (processes, CNI attachment, netns).
 //!
-//! Other images wait with reason `UnsupportedImage` (phase Pending).
-//!
-//! Not yet: `ferry/echo`, commands as child processes,
-//! grace-period signals, orphan cleanup on start, probes,
-//! restarting built-in servers after an agent restart, underlay MTU.
+//! With `--netns`, `main` has already moved the whole process into the
+//! node's network namespace: CNI, probes and containers all start there.
 
+pub mod probes;
 pub mod runtime;
+pub mod sandbox;
+pub mod status;
+pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
@@ -31,6 +31,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+
+pub use sandbox::sandbox_name;
 
 /// Kubelet version the agent reports.
 pub const KUBELET_VERSION: &str = "v1.33.0-ferry";
@@ -46,35 +50,18 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Node name.
     pub node_name: String,
-    /// The node's network namespace (None: the current one).
-    pub netns: Option<String>,
     /// The node's InternalIP.
     pub internal_ip: Option<String>,
     /// Maximum pods advertised in capacity.
     pub max_pods: u32,
-}
-
-/// Name of the network namespace of a pod sandbox: `<node>-<ns>-<pod>`,
-/// shortened with a hash suffix when longer than the 255-byte file-name
-/// limit of `/run/netns`.
-pub fn sandbox_name(node: &str, namespace: &str, pod: &str) -> String {
-    const MAX: usize = 255;
-    let full = format!("{node}-{namespace}-{pod}");
-    if full.len() <= MAX {
-        return full;
-    }
-    // FNV-1a, stable across runs and versions.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let suffix = format!("-{hash:016x}");
-    let mut cut = MAX - suffix.len();
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{suffix}", &full[..cut])
+    /// Pod files (hosts, resolv.conf, logs) and the IPAM store.
+    pub state_dir: std::path::PathBuf,
+    /// Nameserver for dnsPolicy ClusterFirst.
+    pub cluster_dns: String,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// MTU of pod interfaces (None: underlay MTU − 50).
+    pub pod_mtu: Option<u32>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -230,332 +217,225 @@ pub async fn renew_lease(client: &kube::Client, node: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// The CNI network configuration the agent passes on stdin.
-pub fn cni_config(pod_cidr: &str, mtu: u32) -> String {
-    serde_json::json!({
-        "cniVersion": "1.1.0", "name": "ferry", "type": "ferry", "bridge": "cni0",
-        "isGateway": true, "mtu": mtu, "podCIDR": pod_cidr,
-    })
-    .to_string()
-}
-
-/// Executes the CNI plugin as a runtime does (inside the node netns).
-fn run_cni(
-    config: &Config,
-    command: &str,
-    pod: &Pod,
-    sandbox: &str,
-    pod_cidr: &str,
-) -> anyhow::Result<std::process::Output> {
-    use std::io::Write;
-    let exe = std::env::current_exe()?;
-    let mut cmd = match &config.netns {
-        Some(node_ns) => {
-            let mut c = std::process::Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{node_ns}")).arg(&exe);
-            c
-        }
-        None => std::process::Command::new(&exe),
-    };
-    let mut child = cmd
-        .arg("cni")
-        .env("CNI_COMMAND", command)
-        .env(
-            "CNI_CONTAINERID",
-            pod.metadata.uid.as_deref().unwrap_or(sandbox),
-        )
-        .env("CNI_NETNS", format!("/run/netns/{sandbox}"))
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_PATH",
-            exe.parent().unwrap_or(std::path::Path::new("/")),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(cni_config(pod_cidr, 1500).as_bytes())?;
+/// MTU for pod interfaces: the configured one, else that of the link
+/// holding the node's InternalIP (else `eth0`) minus the VXLAN overhead.
+async fn pod_mtu(config: &Config) -> u32 {
+    if let Some(mtu) = config.pod_mtu {
+        return mtu;
     }
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "CNI {command} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
-}
-
-/// Tears a pod's sandbox down: CNI DEL, then the netns.
-fn delete_sandbox(config: &Config, pod: &Pod, pod_cidr: &str) -> anyhow::Result<()> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let sandbox = sandbox_name(&config.node_name, ns, name);
-    if ferry_netlink::netns::exists(&sandbox) {
-        run_cni(config, "DEL", pod, &sandbox, pod_cidr)?;
-        ferry_netlink::netns::delete(&sandbox)?;
-    }
-    Ok(())
-}
-
-/// Creates the sandbox of one pod (netns + CNI ADD + lo up); returns the pod IP.
-fn create_sandbox(
-    config: &Config,
-    pod: &Pod,
-    pod_cidr: &str,
-) -> anyhow::Result<(String, Vec<std::net::TcpListener>)> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let sandbox = sandbox_name(&config.node_name, ns, name);
-    if !ferry_netlink::netns::exists(&sandbox) {
-        ferry_netlink::netns::create(&sandbox)?;
-    }
-    let out = run_cni(config, "ADD", pod, &sandbox, pod_cidr)?;
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let ip = result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .ok_or_else(|| anyhow::anyhow!("CNI result has no IP: {result}"))?
-        .to_string();
-    let lo = std::process::Command::new("ip")
-        .args(["-n", &sandbox, "link", "set", "lo", "up"])
-        .status()?;
-    anyhow::ensure!(lo.success(), "bringing lo up in {sandbox}");
-    let ports = web_ports(pod);
-    let netns = ferry_netlink::netns::NetNs::open_named(&sandbox)?;
-    let listeners = netns.run(|| {
-        ports
-            .iter()
-            .map(|p| std::net::TcpListener::bind(("0.0.0.0", *p)))
-            .collect::<std::io::Result<Vec<_>>>()
-    })??;
-    Ok((ip, listeners))
-}
-
-/// Ports of the built-in web server: containers whose image is nginx or
-/// httpd and that have no command (default port 80).
-pub fn web_ports(pod: &Pod) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for c in pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-    {
-        if !is_builtin_web(c) {
-            continue;
-        }
-        let declared: Vec<u16> = c
-            .ports
-            .iter()
-            .flatten()
-            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .filter_map(|p| u16::try_from(p.container_port).ok())
-            .collect();
-        if declared.is_empty() {
-            ports.push(80);
-        } else {
-            ports.extend(declared);
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
-/// Serves a page naming the pod on every connection (HTTP/1.0 style).
-async fn serve_page(listener: std::net::TcpListener, pod_name: String) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let body = format!("{pod_name}\n");
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-/// Running built-in programs, by sandbox name.
-type Programs = std::sync::Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>;
-
-/// The Pod status once its sandbox runs (containers reported running).
-pub fn pod_status(
-    pod: &Pod,
-    pod_ip: &str,
-    host_ip: Option<&str>,
-    now: jiff::Timestamp,
-) -> serde_json::Value {
-    let t = Time(now);
-    let containers: Vec<_> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.clone())
-        .unwrap_or_default();
-    let statuses: Vec<_> = containers
-        .iter()
-        .map(|c| {
-            let image = c.image.clone().unwrap_or_default();
-            if is_builtin_web(c) {
-                serde_json::json!({
-                    "name": c.name, "image": image, "imageID": "", "ready": true,
-                    "started": true, "restartCount": 0,
-                    "state": {"running": {"startedAt": t}},
-                })
-            } else {
-                serde_json::json!({
-                    "name": c.name, "image": image, "imageID": "", "ready": false,
-                    "started": false, "restartCount": 0,
-                    "state": {"waiting": {
-                        "reason": "UnsupportedImage",
-                        "message": format!("the ferry lab runtime has no built-in program for image {image:?} (commands are not run yet)"),
-                    }},
-                })
+    let underlay = async {
+        let nl = ferry_netlink::Netlink::connect().ok()?;
+        let links = nl.links().await.ok()?;
+        let by_ip = match config
+            .internal_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+        {
+            Some(ip) => {
+                let addrs = nl.addresses(None).await.ok()?;
+                addrs
+                    .iter()
+                    .find(|a| a.address == ip)
+                    .and_then(|a| links.iter().find(|l| l.index == a.index))
+                    .map(|l| l.mtu)
             }
+            None => None,
+        };
+        by_ip.or_else(|| links.iter().find(|l| l.name == "eth0").map(|l| l.mtu))
+    }
+    .await;
+    underlay.unwrap_or(1500).saturating_sub(50)
+}
+
+/// Follows the own Node's `spec.podCIDR`.
+async fn follow_pod_cidr(client: kube::Client, node: String, tx: watch::Sender<Option<String>>) {
+    let nodes: Api<Node> = Api::all(client);
+    loop {
+        match nodes.get_opt(&node).await {
+            Ok(n) => {
+                let cidr = n.and_then(|n| n.spec).and_then(|s| s.pod_cidr);
+                tx.send_if_modified(|old| {
+                    let changed = *old != cidr && cidr.is_some();
+                    if changed {
+                        old.clone_from(&cidr);
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!("reading the own Node: {e}"),
+        }
+        let wait = if tx.borrow().is_some() { 30 } else { 1 };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+/// Removes sandboxes of this node whose Pod is gone: processes, the CNI
+/// attachment (GC with the live pods as valid attachments) and the netns.
+async fn remove_orphans(ctx: &worker::Ctx, live: &HashMap<String, Pod>) {
+    let prefix = format!("{}-", ctx.config.node_name);
+    let wanted: HashSet<String> = live
+        .values()
+        .map(|p| {
+            sandbox_name(
+                &ctx.config.node_name,
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or_default(),
+            )
         })
         .collect();
-    let ready = if containers.iter().all(is_builtin_web) {
-        "True"
-    } else {
-        "False"
-    };
-    let conds: Vec<_> = [
-        ("PodScheduled", "True"),
-        ("Initialized", "True"),
-        ("ContainersReady", ready),
-        ("Ready", ready),
-    ]
-    .iter()
-    .map(|(c, st)| serde_json::json!({"type": c, "status": st, "lastTransitionTime": t}))
-    .collect();
-    let phase = if ready == "True" {
-        "Running"
-    } else {
-        "Pending"
-    };
-    let mut status = serde_json::json!({
-        "phase": phase, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-        "startTime": t, "conditions": conds, "containerStatuses": statuses,
-    });
-    if let Some(h) = host_ip {
-        status["hostIP"] = h.into();
-        status["hostIPs"] = serde_json::json!([{"ip": h}]);
+    for name in ferry_netlink::netns::list().unwrap_or_default() {
+        if name.starts_with(&prefix) && !wanted.contains(&name) {
+            tracing::info!(sandbox = %name, "removing an orphaned pod sandbox");
+            sandbox::kill_processes_in(&name);
+            if let Err(e) = ferry_netlink::netns::delete(&name) {
+                tracing::warn!("deleting netns {name}: {e}");
+            }
+        }
     }
-    serde_json::json!({ "status": status })
-}
-
-/// Whether the container runs the built-in web server (nginx/httpd image,
-/// no command).
-fn is_builtin_web(c: &k8s_openapi::api::core::v1::Container) -> bool {
-    let image = c.image.as_deref().unwrap_or_default();
-    let repo = image.split([':', '@']).next().unwrap_or_default();
-    let base = repo.rsplit('/').next().unwrap_or_default();
-    c.command.is_none() && (base == "nginx" || base == "httpd")
-}
-
-async fn sync_pods(
-    client: &kube::Client,
-    config: &Config,
-    programs: &Programs,
-) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let Some(pod_cidr) = nodes
-        .get_opt(&config.node_name)
-        .await?
-        .and_then(|n| n.spec)
-        .and_then(|s| s.pod_cidr)
-    else {
-        return Ok(());
-    };
-    let pods: Api<Pod> = Api::all(client.clone());
-    let lp =
-        kube::api::ListParams::default().fields(&format!("spec.nodeName={}", config.node_name));
-    for pod in pods.list(&lp).await?.items {
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
-        let has_ip = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_ref())
-            .is_some();
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let sandbox = sandbox_name(&config.node_name, ns, name);
-        if pod.metadata.deletion_timestamp.is_some() {
-            let running = programs
-                .lock()
-                .map(|mut p| p.remove(&sandbox))
-                .ok()
-                .flatten();
-            for handle in running.into_iter().flatten() {
-                handle.abort();
-            }
-            if !host_network {
-                let (cfg, p, cidr) = (config.clone(), pod.clone(), pod_cidr.clone());
-                tokio::task::spawn_blocking(move || delete_sandbox(&cfg, &p, &cidr)).await??;
-            }
-            let dp = kube::api::DeleteParams::default().grace_period(0);
-            Api::<Pod>::namespaced(client.clone(), ns)
-                .delete(name, &dp)
-                .await?;
-            continue;
-        }
-        if host_network || has_ip {
-            continue;
-        }
-        let (cfg, p, cidr) = (config.clone(), pod.clone(), pod_cidr.clone());
-        let (ip, listeners) =
-            tokio::task::spawn_blocking(move || create_sandbox(&cfg, &p, &cidr)).await??;
-        let handles: Vec<_> = listeners
-            .into_iter()
-            .map(|l| tokio::spawn(serve_page(l, name.to_string())).abort_handle())
+    let cidr = ctx.pod_cidr.borrow().clone();
+    if let Some(cidr) = cidr {
+        let valid: Vec<serde_json::Value> = live
+            .keys()
+            .map(|uid| serde_json::json!({"containerID": uid, "ifname": "eth0"}))
             .collect();
-        if let Ok(mut p) = programs.lock() {
-            p.insert(sandbox.clone(), handles);
+        if let Err(e) = sandbox::run_cni_gc(&ctx.config, &cidr, ctx.mtu, valid).await {
+            tracing::warn!("CNI GC: {e:#}");
         }
-        let patch = pod_status(
-            &pod,
-            &ip,
-            config.internal_ip.as_deref(),
-            jiff::Timestamp::now(),
-        );
-        Api::<Pod>::namespaced(client.clone(), ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+    }
+    // Pod directories of gone pods.
+    if let Ok(entries) = std::fs::read_dir(ctx.config.state_dir.join("pods")) {
+        for entry in entries.flatten() {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains_key(&uid) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Watches the node's Pods and keeps one worker per Pod UID.
+async fn manage_pods(ctx: Arc<worker::Ctx>) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let selector = format!("spec.nodeName={}", ctx.config.node_name);
+    let mut events = watcher(pods, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut live: HashMap<String, Pod> = HashMap::new();
+    let mut relist: Option<HashMap<String, Pod>> = None;
+    let mut orphans_checked = false;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("pod watch: {e}");
+                continue;
+            }
+        };
+        let upsert = |pod: Pod, workers: &mut HashMap<String, watch::Sender<Option<Pod>>>| {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                return;
+            };
+            workers.retain(|_, tx| !tx.is_closed());
+            match workers.get(&uid) {
+                Some(tx) => {
+                    let _ = tx.send(Some(pod));
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Some(pod));
+                    tokio::spawn(worker::run(ctx.clone(), rx));
+                    workers.insert(uid, tx);
+                }
+            }
+        };
+        match event {
+            watcher::Event::Init => relist = Some(HashMap::new()),
+            watcher::Event::InitApply(pod) => {
+                if let (Some(uid), Some(seen)) = (pod.metadata.uid.clone(), relist.as_mut()) {
+                    seen.insert(uid, pod.clone());
+                }
+                upsert(pod, &mut workers);
+            }
+            watcher::Event::InitDone => {
+                let seen = relist.take().unwrap_or_default();
+                // Pods deleted while the watch was down.
+                for (uid, tx) in &workers {
+                    if !seen.contains_key(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                live = seen;
+                if !orphans_checked {
+                    // Wait for the podCIDR so the CNI GC can run too.
+                    let mut cidr = ctx.pod_cidr.clone();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        cidr.wait_for(|c| c.is_some()),
+                    )
+                    .await;
+                    remove_orphans(&ctx, &live).await;
+                    orphans_checked = true;
+                }
+            }
+            watcher::Event::Apply(pod) => {
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    live.insert(uid, pod.clone());
+                }
+                upsert(pod, &mut workers);
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid.as_deref() {
+                    live.remove(uid);
+                    if let Some(tx) = workers.remove(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
 
 /// Runs the agent until the future is dropped.
 pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
-    let (c2, cfg2) = (client.clone(), config.clone());
-    tokio::spawn(async move {
-        let programs = Programs::default();
-        loop {
-            if let Err(e) = sync_pods(&c2, &cfg2, &programs).await {
-                tracing::warn!("pod sync failed: {e:#}");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::create_dir_all(&config.state_dir)?;
+    let mtu = pod_mtu(&config).await;
+    let (cidr_tx, cidr_rx) = watch::channel(None);
+    tokio::spawn(follow_pod_cidr(
+        client.clone(),
+        config.node_name.clone(),
+        cidr_tx,
+    ));
+    let ctx = Arc::new(worker::Ctx {
+        client: client.clone(),
+        config: config.clone(),
+        exe: std::env::current_exe()?,
+        pod_cidr: cidr_rx,
+        mtu,
+        host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    });
+    tracing::info!(node = %config.node_name, pod_mtu = mtu, "node agent starting");
+    let pods = tokio::spawn(async move {
+        if let Err(e) = manage_pods(ctx).await {
+            tracing::error!("pod manager stopped: {e:#}");
         }
     });
     let ready_since = jiff::Timestamp::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
-    loop {
-        tick.tick().await;
-        if let Err(e) = register(&client, &config, ready_since).await {
-            tracing::warn!(node = %config.node_name, "node status update failed: {e:#}");
+    let heartbeat = async {
+        loop {
+            tick.tick().await;
+            if let Err(e) = register(&client, &config, ready_since).await {
+                tracing::warn!(node = %config.node_name, "node status update failed: {e:#}");
+            }
+            if let Err(e) = renew_lease(&client, &config.node_name).await {
+                tracing::warn!(node = %config.node_name, "lease renewal failed: {e:#}");
+            }
         }
-        if let Err(e) = renew_lease(&client, &config.node_name).await {
-            tracing::warn!(node = %config.node_name, "lease renewal failed: {e:#}");
-        }
+    };
+    tokio::select! {
+        () = heartbeat => Ok(()),
+        _ = pods => Ok(()),
     }
 }
 
@@ -564,22 +444,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sandbox_name_short_and_long() {
-        assert_eq!(sandbox_name("n1", "default", "web"), "n1-default-web");
-        let pod = "p".repeat(253);
-        let a = sandbox_name("n1", "default", &pod);
-        assert_eq!(a.len(), 255);
-        assert_ne!(a, sandbox_name("n1", "default", &"p".repeat(252)));
-        assert_eq!(a, sandbox_name("n1", "default", &pod));
-    }
-
-    #[test]
     fn status_has_fields() {
         let config = Config {
             node_name: "n1".into(),
-            netns: None,
             internal_ip: Some("10.0.0.1".into()),
             max_pods: 110,
+            state_dir: std::path::PathBuf::from("/tmp/x"),
+            cluster_dns: "10.96.0.10".into(),
+            cluster_domain: "cluster.local".into(),
+            pod_mtu: None,
         };
         let now = jiff::Timestamp::now();
         let s = node_status(&config, now, now);
@@ -596,71 +469,5 @@ mod tests {
             (cond.type_.as_str(), cond.status.as_str()),
             ("Ready", "True")
         );
-    }
-
-    fn pod(v: serde_json::Value) -> Pod {
-        serde_json::from_value(v).expect("valid pod")
-    }
-
-    #[test]
-    fn web_ports_for_builtin_images() {
-        let p = pod(
-            serde_json::json!({"metadata": {"name": "w"}, "spec": {"containers": [
-                {"name": "a", "image": "docker.io/library/nginx:1.27"},
-                {"name": "b", "image": "httpd", "ports": [{"containerPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]},
-                {"name": "c", "image": "nginx", "command": ["sleep", "1"]},
-                {"name": "d", "image": "busybox"},
-            ]}}),
-        );
-        assert_eq!(web_ports(&p), vec![80, 8080]);
-    }
-
-    #[test]
-    fn pod_status_running_ready() {
-        let p = pod(
-            serde_json::json!({"metadata": {"name": "w"}, "spec": {"containers": [
-            {"name": "a", "image": "nginx"}]}}),
-        );
-        let v = pod_status(&p, "10.244.1.2", Some("10.0.0.1"), jiff::Timestamp::now());
-        let status: k8s_openapi::api::core::v1::PodStatus =
-            serde_json::from_value(v["status"].clone()).expect("valid status");
-        assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert_eq!(status.pod_ip.as_deref(), Some("10.244.1.2"));
-        assert_eq!(status.host_ip.as_deref(), Some("10.0.0.1"));
-        let conds = status.conditions.unwrap_or_default();
-        assert!(
-            conds
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        );
-        let cs = &status.container_statuses.unwrap_or_default()[0];
-        assert!(cs.ready && cs.started == Some(true));
-        assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-    }
-
-    #[test]
-    fn cni_config_fields() {
-        let v: serde_json::Value =
-            serde_json::from_str(&cni_config("10.244.1.0/24", 1500)).expect("json");
-        assert_eq!(v["type"], "ferry");
-        assert_eq!(v["bridge"], "cni0");
-        assert_eq!(v["podCIDR"], "10.244.1.0/24");
-        assert_eq!(v["mtu"], 1500);
-    }
-
-    #[test]
-    fn pod_status_unsupported_image_waits() {
-        let p = pod(
-            serde_json::json!({"metadata": {"name": "w"}, "spec": {"containers": [
-            {"name": "a", "image": "nginx"}, {"name": "b", "image": "busybox"}]}}),
-        );
-        let v = pod_status(&p, "10.244.1.2", None, jiff::Timestamp::now());
-        assert_eq!(v["status"]["phase"], "Pending");
-        assert_eq!(
-            v["status"]["containerStatuses"][1]["state"]["waiting"]["reason"],
-            "UnsupportedImage"
-        );
-        assert_eq!(v["status"]["containerStatuses"][0]["ready"], true);
-        assert_eq!(v["status"]["conditions"][3]["status"], "False");
     }
 }

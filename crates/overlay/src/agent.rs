@@ -22,6 +22,8 @@ pub struct Config {
     pub netns: Option<String>,
     pub iface: String,
     pub public_ip: Option<Ipv4Addr>,
+    /// `--ip-masq`: the cluster CIDR whose outbound traffic is masqueraded.
+    pub ip_masq: Option<String>,
 }
 
 fn open_netns(spec: Option<&str>) -> anyhow::Result<NetNs> {
@@ -138,6 +140,14 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         .context("annotating the own Node")?;
     tracing::info!(node = %config.node_name, %mac, %public_ip, %mtu, "flannel.1 ready");
 
+    let masq = match config.ip_masq.as_deref() {
+        Some(c) => Some(
+            Cidr::parse(c).ok_or_else(|| anyhow!("--cluster-cidr {c:?} is not an IPv4 CIDR"))?,
+        ),
+        None => None,
+    };
+    let mut masq_nodes: Option<std::collections::BTreeSet<Ipv4Addr>> = None;
+
     let (reader, writer) = reflector::store();
     let mut events = reflector(writer, watcher(nodes, watcher::Config::default()))
         .default_backoff()
@@ -151,6 +161,16 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         let want = model::desired(&config.node_name, &infos);
         if let Err(error) = crate::apply::apply(&nl, dev.index, &want).await {
             tracing::warn!(%error, "programming flannel.1");
+        }
+        if let Some(cluster) = masq {
+            let node_ips: std::collections::BTreeSet<Ipv4Addr> =
+                infos.iter().filter_map(|i| i.public_ip).collect();
+            if masq_nodes.as_ref() != Some(&node_ips) {
+                match crate::masquerade::apply(netns.path(), cluster, &node_ips) {
+                    Ok(()) => masq_nodes = Some(node_ips),
+                    Err(error) => tracing::warn!(%error, "programming the masquerade table"),
+                }
+            }
         }
     }
     Ok(())

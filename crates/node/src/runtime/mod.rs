@@ -9,14 +9,22 @@
 //! (images without a command: nginx/httpd → [`Builtin::Web`],
 //! `ferry/echo` → [`Builtin::Echo`]).
 //!
-//! INTERFACE CONTRACT (agent ↔ runtime). The agent (crate root) only uses
-//! what is declared here.
+
+mod builtin;
+mod env;
+mod lab_run;
+mod probe;
+mod process;
 
 use std::path::PathBuf;
-use std::time::Duration;
+
+pub use env::{DEFAULT_PATH, container_env, expand};
+pub use lab_run::lab_run_main;
+pub use probe::{probe_http, probe_tcp};
+pub use process::{Process, exec_in};
 
 /// Where a container runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sandbox {
     /// Network namespace file (`/run/netns/<sandbox>`); `None`: the agent's
     /// own namespace (`hostNetwork: true`).
@@ -31,7 +39,7 @@ pub struct Sandbox {
 }
 
 /// What a container runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Program {
     /// `command` + `args` (after `$(VAR)` expansion); argv[0] is looked up
     /// in PATH.
@@ -41,13 +49,13 @@ pub enum Program {
 }
 
 /// Built-in programs for images that have no command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Builtin {
     /// nginx/httpd: HTTP on every port, a page naming the pod.
     Web { pod_name: String, ports: Vec<u16> },
     /// `ferry/echo`, like agnhost netexec: HTTP `/hostname`, `/clientip`,
-    /// `/echo?msg=`, `/healthz`, `/shell`-less; UDP `hostname`, `echo <msg>`,
-    /// `clientip`.
+    /// `/echo?msg=`, `/healthz`, `/exit?code=`; UDP `hostname`,
+    /// `echo <msg>`, `clientip`.
     Echo { http_port: u16, udp_port: u16 },
 }
 
@@ -61,7 +69,7 @@ pub struct Unsupported {
 }
 
 /// Everything needed to start one container process.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
     pub sandbox: Sandbox,
     pub program: Program,
@@ -100,112 +108,149 @@ pub struct ExecOutput {
 }
 
 /// Maps a container to what the runtime runs: its `command`/`args` with
-/// `$(VAR)` expanded against `env` (Kubernetes rules: `$$` escapes,
-/// unknown references stay as written), else a built-in program for the
-/// image, else [`Unsupported`]. `args` without `command` on a built-in image
-/// are the built-in's arguments (e.g. `netexec --http-port=8080`).
+/// `$(VAR)` expanded against `env`, else a built-in program for the image,
+/// else [`Unsupported`]. `args` without `command` on a built-in image are
+/// the built-in's arguments (e.g. `netexec --http-port=8080`).
 pub fn program_for(
     container: &k8s_openapi::api::core::v1::Container,
     pod_name: &str,
     env: &[(String, String)],
 ) -> Result<Program, Unsupported> {
-    let _ = (container, pod_name, env);
-    unimplemented!("runtime::program_for")
+    let args: Vec<String> = container
+        .args
+        .iter()
+        .flatten()
+        .map(|a| expand(a, env))
+        .collect();
+    if let Some(command) = container.command.as_ref().filter(|c| !c.is_empty()) {
+        let mut argv: Vec<String> = command.iter().map(|c| expand(c, env)).collect();
+        argv.extend(args);
+        return Ok(Program::Exec { argv });
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    let repo = image_repository(image);
+    let base = repo.rsplit('/').next().unwrap_or_default();
+    if base == "nginx" || base == "httpd" {
+        let mut ports: Vec<u16> = container
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect();
+        if ports.is_empty() {
+            ports.push(80);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        return Ok(Program::Builtin(Builtin::Web {
+            pod_name: pod_name.to_string(),
+            ports,
+        }));
+    }
+    let echo = repo == "ferry/echo" || repo.ends_with("/ferry/echo");
+    let agnhost = base == "agnhost" && args.first().map(String::as_str) == Some("netexec");
+    if echo || agnhost {
+        return Ok(Program::Builtin(Builtin::Echo {
+            http_port: flag_port(&args, "--http-port").unwrap_or(8080),
+            udp_port: flag_port(&args, "--udp-port").unwrap_or(8081),
+        }));
+    }
+    Err(Unsupported {
+        reason: "UnsupportedImage".into(),
+        message: format!(
+            "the ferry lab runtime cannot run image {image:?} without a command: it runs a \
+             container's command as a host process, and has built-in programs only for \
+             nginx, httpd and ferry/echo images"
+        ),
+    })
 }
 
-/// The container's environment: `env` entries in order (value, or
-/// `valueFrom.fieldRef` for metadata.name/namespace/uid/labels['k']/
-/// annotations['k'], spec.nodeName, spec.serviceAccountName, status.podIP,
-/// status.podIPs, status.hostIP, status.hostIPs), each value `$(VAR)`-expanded
-/// against the entries before it; plus `HOSTNAME` and a default `PATH`.
-/// `configMapKeyRef`/`secretKeyRef`/`resourceFieldRef` are resolved by the
-/// caller and passed in `resolved` (by env var name).
-pub fn container_env(
-    pod: &k8s_openapi::api::core::v1::Pod,
-    container: &k8s_openapi::api::core::v1::Container,
-    pod_ip: Option<&str>,
-    host_ip: Option<&str>,
-    resolved: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(String, String)>, String> {
-    let _ = (pod, container, pod_ip, host_ip, resolved);
-    unimplemented!("runtime::container_env")
+/// `registry/path/name` of an image reference, without tag or digest.
+fn image_repository(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or_default();
+    // A ':' after the last '/' starts the tag (a registry port comes before).
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
 }
 
-/// A running container process (its own process group).
-#[derive(Debug)]
-pub struct Process {
-    _private: (),
+/// `--name=N` or `--name N` in netexec-style arguments.
+fn flag_port(args: &[String], name: &str) -> Option<u16> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return v.parse().ok();
+        }
+        if a == name {
+            return it.next().and_then(|v| v.parse().ok());
+        }
+    }
+    None
 }
 
-impl Process {
-    /// Starts the container through `ferry lab-run` (`ferry_exe` is the
-    /// path of the ferry binary).
-    pub fn spawn(ferry_exe: &std::path::Path, spec: &ContainerSpec) -> std::io::Result<Process> {
-        let _ = (ferry_exe, spec);
-        unimplemented!("runtime::Process::spawn")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(v: serde_json::Value) -> k8s_openapi::api::core::v1::Container {
+        serde_json::from_value(v).expect("container")
     }
 
-    /// Process id (the process-group id too).
-    pub fn pid(&self) -> u32 {
-        unimplemented!("runtime::Process::pid")
+    #[test]
+    fn images_map_to_programs() {
+        let web = container(
+            serde_json::json!({"name": "a", "image": "docker.io/library/nginx:1.27",
+            "ports": [{"containerPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]}),
+        );
+        assert_eq!(
+            program_for(&web, "p", &[]),
+            Ok(Program::Builtin(Builtin::Web {
+                pod_name: "p".into(),
+                ports: vec![8080]
+            }))
+        );
+        let plain = container(serde_json::json!({"name": "a", "image": "httpd@sha256:abc"}));
+        assert!(
+            matches!(program_for(&plain, "p", &[]), Ok(Program::Builtin(Builtin::Web { ref ports, .. })) if ports == &[80])
+        );
+        let echo = container(
+            serde_json::json!({"name": "a", "image": "localhost:5000/ferry/echo:1",
+            "args": ["netexec", "--http-port=9000", "--udp-port", "9001"]}),
+        );
+        assert_eq!(
+            program_for(&echo, "p", &[]),
+            Ok(Program::Builtin(Builtin::Echo {
+                http_port: 9000,
+                udp_port: 9001
+            }))
+        );
+        let agnhost = container(serde_json::json!({"name": "a",
+            "image": "registry.k8s.io/e2e-test-images/agnhost:2.53", "args": ["netexec"]}));
+        assert_eq!(
+            program_for(&agnhost, "p", &[]),
+            Ok(Program::Builtin(Builtin::Echo {
+                http_port: 8080,
+                udp_port: 8081
+            }))
+        );
+        let cmd = container(serde_json::json!({"name": "a", "image": "nginx",
+            "command": ["sh", "-c"], "args": ["echo $(NAME) $$(NAME) $(MISSING)"]}));
+        let env = vec![("NAME".to_string(), "web-1".to_string())];
+        assert_eq!(
+            program_for(&cmd, "p", &env),
+            Ok(Program::Exec {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo web-1 $(NAME) $(MISSING)".into()
+                ]
+            })
+        );
+        let busybox = container(serde_json::json!({"name": "a", "image": "busybox"}));
+        let err = program_for(&busybox, "p", &[]).expect_err("unsupported");
+        assert_eq!(err.reason, "UnsupportedImage");
+        assert!(err.message.contains("busybox"));
     }
-
-    /// Sends SIGTERM to the process group.
-    pub fn terminate(&self) {
-        unimplemented!("runtime::Process::terminate")
-    }
-
-    /// Sends SIGKILL to the process group.
-    pub fn kill(&self) {
-        unimplemented!("runtime::Process::kill")
-    }
-
-    /// Waits for the process to end (cancel-safe).
-    pub async fn wait(&mut self) -> Exit {
-        unimplemented!("runtime::Process::wait")
-    }
-}
-
-/// Runs `argv` inside the sandbox (same namespaces and environment rules as
-/// a container), for exec probes and `kubectl exec`; killed at `timeout`
-/// (then `code` is -1 and stderr says so).
-pub async fn exec_in(
-    ferry_exe: &std::path::Path,
-    sandbox: &Sandbox,
-    argv: &[String],
-    env: &[(String, String)],
-    timeout: Duration,
-) -> std::io::Result<ExecOutput> {
-    let _ = (ferry_exe, sandbox, argv, env, timeout);
-    unimplemented!("runtime::exec_in")
-}
-
-/// One httpGet probe attempt against `host:port` (from the agent's
-/// namespace). 200–399 is success, as kubelet; redirects are not followed
-/// off-host.
-pub async fn probe_http(
-    scheme: &str,
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> ProbeOutcome {
-    let _ = (scheme, host, port, path, headers, timeout);
-    unimplemented!("runtime::probe_http")
-}
-
-/// One tcpSocket probe attempt: success when a connection is accepted.
-pub async fn probe_tcp(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
-    let _ = (host, port, timeout);
-    unimplemented!("runtime::probe_tcp")
-}
-
-/// Entry point of the hidden `ferry lab-run` subcommand. Called from
-/// `main` before any thread is started (`setns`/`unshare` need a
-/// single-threaded process). Never returns on success (exec), or runs the
-/// built-in program until killed; returns an exit code on failure.
-pub fn lab_run_main(args: Vec<std::ffi::OsString>) -> i32 {
-    let _ = args;
-    unimplemented!("runtime::lab_run_main")
 }

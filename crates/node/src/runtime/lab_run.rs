@@ -1,0 +1,115 @@
+//! `ferry lab-run <spec-json>`: the step between the agent and a
+//! container's program. Single-threaded, it enters the pod's network
+//! namespace, makes its own UTS and mount namespaces (hostname = pod name;
+//! the pod's hosts and resolv.conf files bind-mounted over the host's),
+//! sets the working directory and environment, then `exec`s the command or
+//! runs a built-in program.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, setns, unshare};
+
+use super::{ContainerSpec, Program};
+
+/// Encodes a spec as the single argument of `ferry lab-run`.
+pub(crate) fn encode(spec: &ContainerSpec) -> String {
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
+fn enter(spec: &ContainerSpec) -> Result<(), String> {
+    let sandbox = &spec.sandbox;
+    if let Some(netns) = &sandbox.netns {
+        let file = std::fs::File::open(netns)
+            .map_err(|e| format!("opening network namespace {}: {e}", netns.display()))?;
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("entering network namespace {}: {e}", netns.display()))?;
+    }
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("creating UTS and mount namespaces: {e}"))?;
+    // Private: the bind mounts below must never reach the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    for (source, target) in [
+        (&sandbox.hosts_file, "/etc/hosts"),
+        (&sandbox.resolv_conf, "/etc/resolv.conf"),
+    ] {
+        if source.exists() && Path::new(target).exists() {
+            mount(
+                Some(source.as_path()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("mounting {} on {target}: {e}", source.display()))?;
+        }
+    }
+    nix::unistd::sethostname(&sandbox.hostname)
+        .map_err(|e| format!("setting hostname {:?}: {e}", sandbox.hostname))?;
+    let dir = spec
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("/"));
+    std::env::set_current_dir(&dir)
+        .map_err(|e| format!("changing to working directory {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Entry point of `ferry lab-run`; see the module docs.
+pub fn lab_run_main(args: Vec<OsString>) -> i32 {
+    let Some(spec) = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|a| serde_json::from_str::<ContainerSpec>(a).ok())
+    else {
+        eprintln!("ferry lab-run: expected one JSON container spec argument (internal command)");
+        return 2;
+    };
+    if let Err(e) = enter(&spec) {
+        eprintln!("ferry lab-run: {e}");
+        return 128;
+    }
+    match &spec.program {
+        Program::Exec { argv } => {
+            let Some((program, rest)) = argv.split_first() else {
+                eprintln!("ferry lab-run: empty command");
+                return 128;
+            };
+            let error = std::process::Command::new(program)
+                .args(rest)
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .exec();
+            eprintln!("ferry lab-run: exec {program:?}: {error}");
+            match error.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                std::io::ErrorKind::PermissionDenied => 126,
+                _ => 128,
+            }
+        }
+        Program::Builtin(builtin) => {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(super::builtin::run(
+                    builtin.clone(),
+                    spec.sandbox.hostname.clone(),
+                )),
+                Err(e) => {
+                    eprintln!("ferry lab-run: starting the runtime: {e}");
+                    128
+                }
+            }
+        }
+    }
+}
