@@ -143,3 +143,22 @@ pub async fn cleanup(data_dir: &Path) -> anyhow::Result<Removed> {
     }
     Ok(removed)
 }
+
+/// Reaps every exited child (orphans handed to us as subreaper); waits up
+/// to a second for the last ones.
+pub fn reap_orphans() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}

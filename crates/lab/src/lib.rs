@@ -121,6 +121,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         format!("{}\n{}\n", std::process::id(), data_dir.display()),
     )?;
 
+    // Orphans of the agents (container processes) come to us, so they
+    // are reaped at teardown instead of lingering as zombies.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
     let mut lab = Running::default();
     let result = run(&config, &mut lab).await;
     if let Err(e) = &result {
@@ -129,6 +134,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     println!("Stopping the lab...");
     lab.stop().await;
     let removed = cleanup::cleanup(&data_dir).await?;
+    cleanup::reap_orphans();
     print_removed("Removed", &removed);
     let _ = std::fs::remove_file(PID_FILE);
     println!("Lab stopped.");

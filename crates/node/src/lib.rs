@@ -148,14 +148,18 @@ pub fn node_status(
     }
 }
 
-/// Creates the Node if missing and writes its status through `/status`.
+/// Writes the Node's status through `/status`; with `create`, first
+/// creates the Node if it is missing. Like kubelet, the agent registers
+/// only when it starts: a Node deleted later stays deleted (the node is
+/// being removed) until the agent restarts.
 pub async fn register(
     client: &kube::Client,
     config: &Config,
     ready_since: jiff::Timestamp,
+    create: bool,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    if nodes.get_opt(&config.node_name).await?.is_none() {
+    if create && nodes.get_opt(&config.node_name).await?.is_none() {
         let mut labels = BTreeMap::new();
         labels.insert(
             "kubernetes.io/hostname".to_string(),
@@ -422,11 +426,15 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
     });
     let ready_since = jiff::Timestamp::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut registered = false;
     let heartbeat = async {
         loop {
             tick.tick().await;
-            if let Err(e) = register(&client, &config, ready_since).await {
-                tracing::warn!(node = %config.node_name, "node status update failed: {e:#}");
+            match register(&client, &config, ready_since, !registered).await {
+                Ok(()) => registered = true,
+                Err(e) => {
+                    tracing::warn!(node = %config.node_name, "node status update failed: {e:#}")
+                }
             }
             if let Err(e) = renew_lease(&client, &config.node_name).await {
                 tracing::warn!(node = %config.node_name, "lease renewal failed: {e:#}");

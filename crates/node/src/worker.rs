@@ -41,7 +41,13 @@ struct Running {
     signals: mpsc::UnboundedSender<Signal>,
     since: Instant,
     started_at: jiff::Timestamp,
-    probes: Vec<(ProbeState, k8s_openapi::api::core::v1::Probe, bool)>,
+    /// Each probe with its spec and the last failure message reported as an
+    /// Event (repeats of the same message are not reported again).
+    probes: Vec<(
+        ProbeState,
+        k8s_openapi::api::core::v1::Probe,
+        Option<String>,
+    )>,
     /// Killed by the agent (liveness/startup failure): restart unless Never.
     killed_for_restart: bool,
 }
@@ -540,7 +546,7 @@ impl Worker {
             (Kind::Readiness, &spec.readiness_probe),
         ] {
             if let Some(p) = probe {
-                probes.push((ProbeState::new(kind, Timing::of(p), now), p.clone(), true));
+                probes.push((ProbeState::new(kind, Timing::of(p), now), p.clone(), None));
             }
         }
         c.started = spec.startup_probe.is_none();
@@ -656,7 +662,7 @@ impl Worker {
                 continue;
             }
             let mut actions = Vec::new();
-            for (state, probe, last_ok) in run.probes.iter_mut() {
+            for (state, probe, reported) in run.probes.iter_mut() {
                 // Startup gates the others; once it succeeded it stops.
                 let active = match state.kind {
                     Kind::Startup => !started,
@@ -669,12 +675,14 @@ impl Worker {
                     attempt(&ctx, probe, &spec, &pod_ip, &sandbox, state.timing.timeout).await;
                 let ok = outcome == ProbeOutcome::Success;
                 let flipped = state.record(ok, Instant::now());
-                if let ProbeOutcome::Failure(msg) = &outcome
-                    && (*last_ok || flipped.is_some())
-                {
-                    actions.push((state.kind, None, Some(msg.clone())));
+                match &outcome {
+                    ProbeOutcome::Failure(msg) if reported.as_ref() != Some(msg) => {
+                        actions.push((state.kind, None, Some(msg.clone())));
+                        *reported = Some(msg.clone());
+                    }
+                    ProbeOutcome::Success => *reported = None,
+                    ProbeOutcome::Failure(_) => {}
                 }
-                *last_ok = ok;
                 if let Some(result) = flipped {
                     actions.push((state.kind, Some(result), None));
                 }

@@ -1,0 +1,611 @@
+//! The lab end to end (issue 5, points 1-4, 6 and 7), as root: `ferry up`
+//! builds three nodes, real kubectl drives it, traffic is checked from
+//! inside pod namespaces, then `ferry down` must leave nothing behind.
+//! The lab uses fixed names (ferry0, lab-node-*, 127.0.0.1:6443), so the
+//! scenarios run one after the other in one test, under a file lock that
+//! also keeps other lab users of this machine out.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn is_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "root is required under CI=true"
+        );
+        eprintln!("skipping: the lab needs root (network namespaces)");
+    }
+    root
+}
+
+/// A running `ferry up`; `ferry down` on drop.
+struct Lab {
+    child: Option<Child>,
+    dir: PathBuf,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Lab {
+    fn up(dir: &Path, nodes: usize) -> Lab {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/ferry-lab-test.lock")
+            .unwrap();
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let mut child = Command::new(FERRY)
+            .args(["up", "--nodes", &nodes.to_string(), "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push_str(&format!("{line}\n"));
+                if line.starts_with("Cluster ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let err = output.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            err.lock().unwrap().push_str(&s);
+        });
+        let lab = Lab {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            output,
+            _lock: lock,
+        };
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("ferry up did not get ready:\n{}", lab.output());
+        }
+        lab
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .output()
+            .unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn apply(&self, manifest: &str) {
+        let mut child = Command::new("kubectl")
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ferry down`, checking it succeeds and `ferry up` exits.
+    fn down(&mut self) {
+        let out = Command::new(FERRY)
+            .args(["down", "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ferry down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(mut child) = self.child.take() {
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "ferry up exited with {status}:\n{}",
+                self.output()
+            );
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = Command::new(FERRY)
+                .args(["down", "--data-dir"])
+                .arg(&self.dir)
+                .output();
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Retries `f` every 250 ms until it returns Some, for at most `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn sh_ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `curl` from inside a pod's network namespace.
+fn curl_from(sandbox: &str, url: &str) -> String {
+    sh_ok(&["ip", "netns", "exec", sandbox, "curl", "-s", "-m", "5", url])
+}
+
+struct PodInfo {
+    name: String,
+    ip: String,
+    node: String,
+}
+
+impl PodInfo {
+    fn sandbox(&self) -> String {
+        format!("{}-default-{}", self.node, self.name)
+    }
+}
+
+fn pods(lab: &Lab, selector: &str) -> Vec<PodInfo> {
+    let out = lab.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(PodInfo {
+                name: f.next()?.into(),
+                ip: f.next()?.into(),
+                node: f.next()?.into(),
+            })
+        })
+        .collect()
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let net: std::net::Ipv4Addr = net.parse().unwrap();
+    let len: u32 = len.parse().unwrap();
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+fn lab_leftovers(dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    let netns = sh_ok(&["ip", "netns", "list"]);
+    left.extend(
+        netns
+            .lines()
+            .filter(|l| l.starts_with("lab-node-"))
+            .map(|l| format!("netns {l}")),
+    );
+    let links = sh_ok(&["ip", "-o", "link"]);
+    left.extend(
+        links
+            .lines()
+            .filter(|l| l.contains(" ferry0") || l.contains(" ferry-n"))
+            .map(|l| format!("link {l}")),
+    );
+    let tables = sh_ok(&["nft", "list", "tables"]);
+    left.extend(
+        tables
+            .lines()
+            .filter(|l| l.contains("ferry"))
+            .map(|l| format!("nft {l}")),
+    );
+    let marker = dir.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmd.contains(&marker) || cmd.contains("lab-run") {
+            left.push(format!("process {pid}: {cmd}"));
+        }
+    }
+    left
+}
+
+#[test]
+fn the_lab_end_to_end() {
+    if !is_root() || !support::kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(dir.path(), 3);
+
+    // Point 1: three Ready nodes with InternalIPs and distinct podCIDRs.
+    let out = lab.output();
+    assert!(out.contains("Cluster ready"), "{out}");
+    assert!(out.contains("export KUBECONFIG="), "{out}");
+    let wide = lab.kubectl_ok(&["get", "nodes", "-o", "wide"]);
+    eprintln!("{wide}");
+    for i in 1..=3 {
+        let line = wide
+            .lines()
+            .find(|l| l.starts_with(&format!("lab-node-{i} ")))
+            .unwrap_or_else(|| panic!("lab-node-{i} missing:\n{wide}"));
+        assert!(line.contains(" Ready "), "{line}");
+        assert!(line.contains(&format!("172.30.0.1{i}")), "{line}");
+    }
+    let cidrs = lab.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR}{\"\\n\"}{end}",
+    ]);
+    let cidrs: std::collections::BTreeMap<String, String> = cidrs
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = cidrs.values().collect();
+    assert_eq!(distinct.len(), 3, "{cidrs:?}");
+
+    // Point 2: nginx Deployment, pod IPs in their node's subnet, pages and
+    // client IPs seen without NAT on the same node and across nodes.
+    lab.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: nginx, image: "nginx:alpine", ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo-1, labels: {app: echo}}
+spec:
+  nodeName: lab-node-1
+  containers:
+  - {name: echo, image: ferry/echo, args: ["netexec", "--http-port=8080", "--udp-port=8081"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-1, labels: {app: client}}
+spec:
+  nodeName: lab-node-1
+  containers:
+  - name: sh
+    image: busybox
+    command: ["sh", "-c", "echo started $(POD_NAME) at $(POD_IP); sleep 3600"]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-2, labels: {app: client}}
+spec:
+  nodeName: lab-node-2
+  containers:
+  - {name: sh, image: busybox, command: ["sleep", "3600"]}
+"#,
+    );
+    lab.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    lab.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "app in (web,echo,client)",
+        "--timeout=90s",
+    ]);
+    let web = pods(&lab, "app=web");
+    assert_eq!(web.len(), 3);
+    let clients = pods(&lab, "app=client");
+    let client1 = clients.iter().find(|p| p.name == "client-1").unwrap();
+    let client2 = clients.iter().find(|p| p.name == "client-2").unwrap();
+    for pod in &web {
+        assert!(
+            in_cidr(&pod.ip, &cidrs[&pod.node]),
+            "{} has {} outside {}'s {}",
+            pod.name,
+            pod.ip,
+            pod.node,
+            cidrs[&pod.node]
+        );
+        let page = curl_from(&client1.sandbox(), &format!("http://{}/", pod.ip));
+        assert!(page.contains(&pod.name), "page of {}: {page}", pod.name);
+    }
+    let echo = &pods(&lab, "app=echo")[0];
+    for client in [client1, client2] {
+        let seen = curl_from(
+            &client.sandbox(),
+            &format!("http://{}:8080/clientip", echo.ip),
+        );
+        assert_eq!(
+            seen.split(':').next(),
+            Some(client.ip.as_str()),
+            "{} (on {}) seen as {seen}",
+            client.name,
+            client.node
+        );
+    }
+    let hostname = curl_from(
+        &client2.sandbox(),
+        &format!("http://{}:8080/hostname", echo.ip),
+    );
+    assert_eq!(hostname, "echo-1");
+    // The command ran with the downward API and its log is kept.
+    let log = wait_for(20, "client-1's log line", || {
+        let dir = dir.path().join("nodes/lab-node-1/pods");
+        std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("sh.log")).ok()?;
+            text.contains("started").then_some(text)
+        })
+    });
+    assert!(
+        log.contains(&format!("started client-1 at {}", client1.ip)),
+        "{log}"
+    );
+
+    // Point 4: to the host through masquerade; pod to node keeps the pod IP.
+    let listener = TcpListener::bind("172.30.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        use std::io::Write;
+        let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        peer.ip().to_string()
+    });
+    curl_from(&client1.sandbox(), &format!("http://172.30.0.1:{port}/"));
+    assert_eq!(
+        accept.join().unwrap(),
+        "172.30.0.11",
+        "pod to host is masqueraded"
+    );
+    lab.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: host-echo, labels: {app: host-echo}}
+spec:
+  nodeName: lab-node-2
+  hostNetwork: true
+  containers:
+  - {name: echo, image: ferry/echo, args: ["netexec", "--http-port=18080", "--udp-port=18081"]}
+"#,
+    );
+    lab.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/host-echo",
+        "--timeout=60s",
+    ]);
+    let seen = curl_from(&client1.sandbox(), "http://172.30.0.12:18080/clientip");
+    assert_eq!(
+        seen.split(':').next(),
+        Some(client1.ip.as_str()),
+        "pod to node is not NATed"
+    );
+    let host_pod = &pods(&lab, "app=host-echo")[0];
+    assert_eq!(
+        host_pod.ip, "172.30.0.12",
+        "hostNetwork pods have the node's IP"
+    );
+
+    // Point 6: readiness failure keeps the Pod not Ready; liveness failure
+    // restarts the container.
+    lab.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never-ready, labels: {app: probes}}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    readinessProbe:
+      httpGet: {path: /healthz, port: 80}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: not-alive, labels: {app: probes}}
+spec:
+  containers:
+  - name: web
+    image: nginx
+    livenessProbe:
+      tcpSocket: {port: 8081}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+    );
+    let restarts = wait_for(60, "a liveness restart", || {
+        let n: i32 = lab
+            .kubectl_ok(&[
+                "get",
+                "pod",
+                "not-alive",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ])
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 1).then_some(n)
+    });
+    assert!(restarts >= 1);
+    let events = lab.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=not-alive",
+    ]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("failed liveness probe, will be restarted"),
+        "{events}"
+    );
+    let ready = lab.kubectl_ok(&[
+        "get",
+        "pod",
+        "never-ready",
+        "-o",
+        "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].ready}",
+    ]);
+    assert_eq!(ready, "Running False false");
+    wait_for(30, "the readiness failure event", || {
+        lab.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=never-ready",
+        ])
+        .contains("Readiness probe failed: HTTP probe failed with statuscode: 404")
+        .then_some(())
+    });
+
+    // Graceful deletion: SIGTERM, CNI DEL, netns gone, Pod gone.
+    let sandbox = client2.sandbox();
+    lab.kubectl_ok(&["delete", "pod", "client-2", "--wait=true", "--timeout=60s"]);
+    assert!(!ferry_netlink::netns::exists(&sandbox), "{sandbox} removed");
+
+    // Point 3: the overlay, then a node leaves.
+    let link = sh_ok(&["ip", "-n", "lab-node-1", "-d", "link", "show", "flannel.1"]);
+    for want in ["vxlan id 1 ", "dstport 8472", "mtu 1450"] {
+        assert!(link.contains(want), "flannel.1 lacks {want:?}: {link}");
+    }
+    let node3_cidr = cidrs["lab-node-3"].clone();
+    let holds_node3 = |node: &str| {
+        let routes = sh_ok(&["ip", "-n", node, "route"]);
+        let fdb = sh_ok(&["bridge", "-n", node, "fdb", "show", "dev", "flannel.1"]);
+        routes.contains(&node3_cidr) || fdb.contains("172.30.0.13")
+    };
+    for node in ["lab-node-1", "lab-node-2"] {
+        assert!(
+            holds_node3(node),
+            "{node} has lab-node-3's route and FDB entry"
+        );
+        let neigh = sh_ok(&["ip", "-n", node, "neigh", "show", "dev", "flannel.1"]);
+        assert_eq!(neigh.lines().count(), 2, "{node} neighbours: {neigh}");
+    }
+    lab.kubectl_ok(&["delete", "node", "lab-node-3"]);
+    wait_for(30, "lab-node-3's entries to go", || {
+        (!holds_node3("lab-node-1") && !holds_node3("lab-node-2")).then_some(())
+    });
+
+    // Point 7: nothing left after `ferry down`.
+    lab.down();
+    let left = lab_leftovers(dir.path());
+    assert!(left.is_empty(), "left behind: {left:#?}");
+
+    // A crashed `ferry up` is cleaned up by the next one.
+    let dir2 = tempfile::tempdir().unwrap();
+    drop(lab);
+    let mut crashed = Lab::up(dir2.path(), 1);
+    crashed.kubectl_ok(&["run", "orphan", "--image=nginx"]);
+    crashed.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/orphan",
+        "--timeout=60s",
+    ]);
+    let mut child = crashed.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(crashed);
+    let mut again = Lab::up(dir2.path(), 1);
+    assert!(
+        again.output().contains("Cleaned up a previous lab"),
+        "{}",
+        again.output()
+    );
+    again.down();
+    let left = lab_leftovers(dir2.path());
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
