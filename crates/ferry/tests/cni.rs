@@ -880,29 +880,3 @@ fn runtime_invocation_forms() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Usage"));
 }
-
-/// CNI ADD latency, informally (not an assertion): run with
-/// `cargo test -p ferry --test cni -- --ignored --nocapture add_latency`.
-#[test]
-#[ignore = "prints a latency figure; run by hand"]
-fn add_latency() {
-    let Some(lab) = Lab::new("latency") else {
-        return;
-    };
-    let mut samples = Vec::new();
-    for n in 0..100 {
-        let pod = lab.pod(n);
-        let id = format!("l{n}");
-        let started = Instant::now();
-        lab.add(&id, &pod);
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    eprintln!(
-        "CNI ADD latency over {} ADDs (process start to exit, via nsenter): p50 {:?}, p99 {:?}, max {:?}",
-        samples.len(),
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
-        samples[samples.len() - 1]
-    );
-}

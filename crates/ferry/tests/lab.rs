@@ -360,7 +360,8 @@ spec:
   containers:
   - name: sh
     image: busybox
-    command: ["sh", "-c", "echo started $(POD_NAME) at $(POD_IP); sleep 3600"]
+    workingDir: /tmp
+    command: ["sh", "-c", "echo started $(POD_NAME) at $(POD_IP) in $(pwd) as $(hostname); grep client-1 /etc/hosts; grep nameserver /etc/resolv.conf; sleep 3600"]
     env:
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
@@ -424,13 +425,18 @@ spec:
         let dir = dir.path().join("nodes/lab-node-1/pods");
         std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
             let text = std::fs::read_to_string(e.path().join("sh.log")).ok()?;
-            text.contains("started").then_some(text)
+            text.contains("nameserver").then_some(text)
         })
     });
     assert!(
-        log.contains(&format!("started client-1 at {}", client1.ip)),
+        log.contains(&format!("started client-1 at {} in /tmp as client-1", client1.ip)),
         "{log}"
     );
+    assert!(log.contains(&format!("{}\tclient-1", client1.ip)), "own /etc/hosts: {log}");
+    assert!(log.contains("nameserver 10.96.0.10"), "own resolv.conf: {log}");
+    // The host's files and hostname are untouched.
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(!host_hosts.contains("client-1"), "{host_hosts}");
 
     // Point 4: to the host through masquerade; pod to node keeps the pod IP.
     let listener = TcpListener::bind("172.30.0.1:0").unwrap();

@@ -129,10 +129,10 @@ pub async fn cleanup(data_dir: &Path) -> anyhow::Result<Removed> {
     }
     let nl = ferry_netlink::Netlink::connect()?;
     for link in nl.links().await? {
-        if link.name == BRIDGE || link.name.starts_with(VETH_PREFIX) {
-            if nl.delete_link(&link.name).await? {
-                removed.links.push(link.name.clone());
-            }
+        if (link.name == BRIDGE || link.name.starts_with(VETH_PREFIX))
+            && nl.delete_link(&link.name).await?
+        {
+            removed.links.push(link.name.clone());
         }
     }
     for dir in ["nodes", "run"] {
