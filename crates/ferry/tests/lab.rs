@@ -429,11 +429,20 @@ spec:
         })
     });
     assert!(
-        log.contains(&format!("started client-1 at {} in /tmp as client-1", client1.ip)),
+        log.contains(&format!(
+            "started client-1 at {} in /tmp as client-1",
+            client1.ip
+        )),
         "{log}"
     );
-    assert!(log.contains(&format!("{}\tclient-1", client1.ip)), "own /etc/hosts: {log}");
-    assert!(log.contains("nameserver 10.96.0.10"), "own resolv.conf: {log}");
+    assert!(
+        log.contains(&format!("{}\tclient-1", client1.ip)),
+        "own /etc/hosts: {log}"
+    );
+    assert!(
+        log.contains("nameserver 10.96.0.10"),
+        "own resolv.conf: {log}"
+    );
     // The host's files and hostname are untouched.
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
     assert!(!host_hosts.contains("client-1"), "{host_hosts}");
