@@ -248,6 +248,30 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
+/// The pid of `ferry node` for `node` in the lab at `dir`, if running.
+fn agent_pid_opt(dir: &Path, node: &str) -> Option<i32> {
+    let marker = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.get(1).map(String::as_str) == Some("node")
+                && args.iter().any(|a| a == node)
+                && args.iter().any(|a| a.contains(&marker)))
+            .then_some(pid)
+        })
+}
+
+fn agent_pid(dir: &Path, node: &str) -> i32 {
+    agent_pid_opt(dir, node).unwrap_or_else(|| panic!("no ferry node for {node}"))
+}
+
 fn lab_leftovers(dir: &Path) -> Vec<String> {
     let mut left = Vec::new();
     let netns = sh_ok(&["ip", "netns", "list"]);
@@ -446,6 +470,32 @@ spec:
     // The host's files and hostname are untouched.
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
     assert!(!host_hosts.contains("client-1"), "{host_hosts}");
+
+    // A node agent that dies is restarted by `ferry up`; its pods keep
+    // their sandboxes and IPs, and their containers restart.
+    let agent = agent_pid(dir.path(), "lab-node-1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(60, "client-1 restarted by the new agent", || {
+        let out = lab.kubectl_ok(&[
+            "get",
+            "pod",
+            "client-1",
+            "-o",
+            "jsonpath={.status.podIP} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}",
+        ]);
+        (agent_pid_opt(dir.path(), "lab-node-1").is_some_and(|p| p != agent)
+            && out == format!("{} 1 true", client1.ip))
+        .then_some(())
+    });
+    let page = curl_from(&client1.sandbox(), &format!("http://{}/", web[0].ip));
+    assert!(
+        page.contains(&web[0].name),
+        "after the agent restart: {page}"
+    );
 
     // Point 4: to the host through masquerade; pod to node keeps the pod IP.
     let listener = TcpListener::bind("172.30.0.1:0").unwrap();

@@ -273,6 +273,26 @@ pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// Whether `eth0` in the namespace `name` holds `ip` (a sandbox that
+/// survived an agent restart).
+pub async fn holds_address(name: &str, ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() else {
+        return false;
+    };
+    let Ok(netns) = ferry_netlink::netns::NetNs::open_named(name) else {
+        return false;
+    };
+    let Ok(nl) = ferry_netlink::Netlink::connect_in(&netns).await else {
+        return false;
+    };
+    let Ok(Some(eth0)) = nl.link("eth0").await else {
+        return false;
+    };
+    nl.addresses(Some(eth0.index))
+        .await
+        .is_ok_and(|a| a.iter().any(|a| a.address == ip))
+}
+
 /// Kills every process left in the namespace `name` (SIGKILL).
 pub fn kill_processes_in(name: &str) {
     if let Ok(path) = ferry_netlink::netns::named_path(name) {

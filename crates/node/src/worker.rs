@@ -255,6 +255,47 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
         .map(|c| Ctr::new(c.clone(), true))
         .collect();
     ctrs.extend(spec.containers.iter().map(|c| Ctr::new(c.clone(), false)));
+    // After an agent restart: carry on the counts, so the next start of a
+    // container that ran before counts as a restart.
+    let previous = pod.status.as_ref();
+    for c in &mut ctrs {
+        let statuses = if c.init {
+            previous.and_then(|s| s.init_container_statuses.as_ref())
+        } else {
+            previous.and_then(|s| s.container_statuses.as_ref())
+        };
+        if let Some(prev) = statuses
+            .into_iter()
+            .flatten()
+            .find(|s| s.name == c.spec.name)
+        {
+            c.restart_count = prev.restart_count;
+            if let Some(generation) = prev
+                .container_id
+                .as_deref()
+                .and_then(|id| id.rsplit('/').next())
+                .and_then(|g| g.parse::<u64>().ok())
+            {
+                c.generation = generation + 1;
+            }
+            if c.init
+                && prev
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+            {
+                c.done = true;
+                c.state = crate::status::State::Terminated {
+                    exit_code: 0,
+                    signal: None,
+                    reason: "Completed".into(),
+                    started_at: None,
+                    finished_at: jiff::Timestamp::now(),
+                };
+            }
+        }
+    }
     let mut w = Worker {
         ctx,
         pod,
@@ -375,9 +416,37 @@ impl Worker {
             name: &name,
             netns: &netns_path,
         };
+        let hostname = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| name.clone());
         if ferry_netlink::netns::exists(&netns_name) {
-            // Left from before an agent restart: start clean.
+            // Left from before an agent restart. Its processes go (their
+            // containers restart), but a sandbox that still holds the
+            // Pod's IP is kept, as a runtime keeps its sandboxes.
             sandbox::kill_processes_in(&netns_name);
+            let known = self.pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+            if let Some(ip) = known
+                && sandbox::holds_address(&netns_name, &ip).await
+            {
+                tracing::info!(sandbox = %netns_name, %ip, "reusing the pod sandbox");
+                sandbox::write_file(
+                    &hosts_file,
+                    &sandbox::hosts_file(&self.pod, &ip, &ctx.config.cluster_domain),
+                )?;
+                return Ok(SandboxInfo {
+                    sandbox: Sandbox {
+                        netns: Some(netns_path),
+                        hostname,
+                        hosts_file,
+                        resolv_conf: resolv_path,
+                    },
+                    pod_ip: ip,
+                    netns_name: Some(netns_name),
+                });
+            }
             let _ = sandbox::run_cni(&ctx.config, "DEL", &cni_pod, &cidr, ctx.mtu).await;
             ferry_netlink::netns::delete(&netns_name)?;
         }
@@ -403,12 +472,6 @@ impl Worker {
             &hosts_file,
             &sandbox::hosts_file(&self.pod, &ip, &ctx.config.cluster_domain),
         )?;
-        let hostname = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or(name);
         Ok(SandboxInfo {
             sandbox: Sandbox {
                 netns: Some(netns_path),
