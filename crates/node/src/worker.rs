@@ -346,7 +346,15 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
             w.run_probes().await;
         }
         w.write_status().await;
-        let wake = w.next_wake().min(Instant::now() + Duration::from_secs(1));
+        // Sleep until something is due: a start, a probe, a sandbox retry,
+        // or a status write that failed; updates and exits wake us too.
+        let mut wake = w.next_wake();
+        if w.sandbox.is_none() {
+            wake = wake.min(sandbox_retry);
+        }
+        if w.last_status.is_none() {
+            wake = wake.min(Instant::now() + Duration::from_secs(1));
+        }
         tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() {
@@ -854,7 +862,11 @@ impl Worker {
                 self.pod = p;
                 self.last_status = Some(status);
             }
-            Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), "status update failed: {e}"),
+            Err(e) => {
+                // Retried within a second (see the worker loop).
+                self.last_status = None;
+                tracing::warn!(pod = %format!("{ns}/{name}"), "status update failed: {e}");
+            }
         }
     }
 
