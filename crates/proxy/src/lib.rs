@@ -32,3 +32,4 @@
 //! stay black-holed.
 
 pub mod model;
+pub mod nftables;
