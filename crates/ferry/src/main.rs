@@ -40,6 +40,9 @@ enum Command {
     Node(NodeArgs),
     /// Run the flannel-style VXLAN overlay agent (flannel.1) for one node.
     Overlay(OverlayArgs),
+    /// Run the service proxy for one node: Services and EndpointSlices to
+    /// nf_tables (ClusterIPs so far; see crates/proxy).
+    Proxy(ProxyArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +74,22 @@ struct DownArgs {
     /// The lab's data directory (the running lab's own is used if one runs).
     #[arg(long, env = "FERRY_LAB_DIR", default_value = "/var/lib/ferry/lab")]
     data_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// Kubeconfig to reach the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Name of this node's Node object.
+    #[arg(long)]
+    node_name: String,
+    /// The node's network namespace, path or name (default: the current one).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Shortest time between two syncs, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    min_sync_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -247,6 +266,18 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::select! {
                 result = ferry_overlay::agent::run(client, config) => result,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }),
+        Command::Proxy(args) => runtime.block_on(async move {
+            let client = client(args.kubeconfig.as_ref()).await?;
+            let config = ferry_proxy::agent::Config {
+                node_name: args.node_name,
+                netns: args.netns,
+                min_sync_interval: std::time::Duration::from_millis(args.min_sync_interval_ms),
+            };
+            tokio::select! {
+                result = ferry_proxy::agent::run(client, config) => result,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }),

@@ -471,6 +471,63 @@ spec:
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
     assert!(!host_hosts.contains("client-1"), "{host_hosts}");
 
+    // `ferry proxy` (issue 6, first slice): the web ClusterIP answers from
+    // pods on two nodes and from a node namespace, spread over all three
+    // endpoints; a ClusterIP without endpoints refuses at once.
+    lab.kubectl_ok(&["expose", "deployment", "web", "--port", "80"]);
+    lab.kubectl_ok(&["create", "service", "clusterip", "empty", "--tcp=80"]);
+    let cluster_ip = lab.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let empty_ip = lab.kubectl_ok(&["get", "svc", "empty", "-o", "jsonpath={.spec.clusterIP}"]);
+    let url = format!("http://{cluster_ip}/");
+    wait_for(30, "the ClusterIP to answer", || {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &client1.sandbox(),
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            &url,
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
+    for from in [
+        client1.sandbox(),
+        client2.sandbox(),
+        "lab-node-3".to_string(),
+    ] {
+        let mut served = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..60 {
+            let page = curl_from(&from, &url);
+            let pod = web
+                .iter()
+                .find(|p| page.contains(&p.name))
+                .unwrap_or_else(|| panic!("{page}"));
+            *served.entry(pod.name.clone()).or_default() += 1;
+        }
+        assert_eq!(served.len(), 3, "from {from}: {served:?}");
+        assert!(served.values().all(|n| *n >= 9), "from {from}: {served:?}");
+    }
+    wait_for(30, "the empty ClusterIP to be rejected", || {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &client1.sandbox(),
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            &format!("http://{empty_ip}/"),
+        ]);
+        // curl exit 7: connection refused (a reset), not 28 (a timeout).
+        (out.status.code() == Some(7)).then_some(())
+    });
+
     // A node agent that dies is restarted by `ferry up`; its pods keep
     // their sandboxes and IPs, and their containers restart.
     let agent = agent_pid(dir.path(), "lab-node-1");

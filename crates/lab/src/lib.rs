@@ -275,7 +275,20 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
             "--cluster-cidr".into(),
             config.cluster_cidr.clone(),
         ];
-        for (what, args) in [("node", node_args), ("overlay", overlay_args)] {
+        let proxy_args: Vec<String> = vec![
+            "proxy".into(),
+            "--kubeconfig".into(),
+            node_kubeconfig.display().to_string(),
+            "--node-name".into(),
+            node.clone(),
+            "--netns".into(),
+            node.clone(),
+        ];
+        for (what, args) in [
+            ("node", node_args),
+            ("overlay", overlay_args),
+            ("proxy", proxy_args),
+        ] {
             let log = logs.join(format!("{node}-{what}.log"));
             lab.tasks.push(tokio::spawn(supervise(
                 exe.clone(),

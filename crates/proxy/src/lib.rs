@@ -3,9 +3,11 @@
 //! one node must program; a dataplane applies the difference as one
 //! nf_tables batch (`ferry_netlink::nftables::Ruleset::diff`).
 //!
-//! Status: the model is written and unit-tested; the dataplane, the
-//! kube-rs watch loop, `/metrics`, `/healthz`, health-check node ports and
-//! `ferry explain` are not.
+//! Status: the model, the cluster path of the nf_tables rendering
+//! ([`nftables`]) and the watch-and-sync loop ([`agent`]) exist; NodePorts,
+//! Local policies, affinity, source ranges, masquerade/hairpin, UDP
+//! conntrack flushing, `/metrics`, `/healthz`, health-check node ports and
+//! `ferry explain` do not.
 //!
 //! Intended ruleset (table `ip ferry-proxy`), shaped for cheap updates as
 //! the measurements suggest (maps, not a chain per endpoint):
@@ -31,5 +33,6 @@
 //! some, delete its conntrack entries (netlink ctnetlink) so clients do not
 //! stay black-holed.
 
+pub mod agent;
 pub mod model;
 pub mod nftables;
