@@ -528,6 +528,55 @@ spec:
         (out.status.code() == Some(7)).then_some(())
     });
 
+    // NodePort: from the host, every node's IP answers (lab-node-3 has a
+    // web pod too, but any backend may be picked, so most requests cross
+    // nodes and come back through masquerade); never on loopback.
+    lab.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "web-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+    ]);
+    let node_port = lab.kubectl_ok(&[
+        "get",
+        "svc",
+        "web-np",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for i in 1..=3 {
+        let url = format!("http://172.30.0.1{i}:{node_port}/");
+        wait_for(30, "the NodePort to answer", || {
+            let out = sh(&["curl", "-s", "-m", "2", &url]);
+            let page = String::from_utf8_lossy(&out.stdout).into_owned();
+            web.iter().any(|p| page.contains(&p.name)).then_some(())
+        });
+        for _ in 0..10 {
+            let page = sh_ok(&["curl", "-s", "-m", "2", &url]);
+            assert!(web.iter().any(|p| page.contains(&p.name)), "{url}: {page}");
+        }
+    }
+    let loopback = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "lab-node-1",
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        &format!("http://127.0.0.1:{node_port}/"),
+    ]);
+    assert!(
+        !loopback.status.success(),
+        "NodePorts never answer on loopback"
+    );
+
     // A node agent that dies is restarted by `ferry up`; its pods keep
     // their sandboxes and IPs, and their containers restart.
     let agent = agent_pid(dir.path(), "lab-node-1");

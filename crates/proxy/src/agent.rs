@@ -86,7 +86,8 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
             for p in &plan.problems {
                 tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), "{}", p.message);
             }
-            let want = crate::nftables::render(&plan);
+            let node_ips = node_addresses(&path).await;
+            let want = crate::nftables::render(&plan, &node_ips);
             let batch = want.diff(applied.as_ref());
             let started = Instant::now();
             if !batch.is_empty() {
@@ -120,4 +121,25 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
             None => return Ok(()),
         }
     }
+}
+
+/// The IPv4 addresses of the node's namespace (NodePorts answer on them).
+async fn node_addresses(netns: &std::path::Path) -> Vec<std::net::Ipv4Addr> {
+    let Ok(ns) = ferry_netlink::netns::NetNs::open(netns) else {
+        return Vec::new();
+    };
+    let Ok(nl) = ferry_netlink::Netlink::connect_in(&ns).await else {
+        return Vec::new();
+    };
+    let mut ips: Vec<std::net::Ipv4Addr> = nl
+        .addresses(None)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.address)
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }

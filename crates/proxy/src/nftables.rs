@@ -12,14 +12,20 @@
 //!   endpoints, rejected (TCP reset, else ICMP port unreachable) in the
 //!   filter hooks, never black-holed.
 //!
-//! Not rendered yet: NodePorts, Local policies, affinity, source ranges,
-//! masquerade and hairpin, `rr`/`sh` schedulers.
+//! - `node-ports`: map `meta l4proto . th dport` → port id, for traffic to
+//!   one of `node-ips` (the node's addresses, never loopback); such
+//!   connections get [`MASQUERADE_MARK`] and leave masqueraded, so replies
+//!   come back through this node.
+//!
+//! Not rendered yet: Local policies (NodePorts use the cluster endpoints),
+//! affinity, source ranges, masquerade of off-cluster ClusterIP traffic and
+//! hairpin, `rr`/`sh` schedulers.
 
 use std::net::Ipv4Addr;
 
 use ferry_netlink::nftables::{
-    Chain, ChainType, DataType, Family, Hook, Load, Register, Rule, Ruleset, Set, SetElement,
-    Table, Value, priority,
+    Chain, ChainType, CmpOp, DataType, Family, Hook, Load, Register, Rule, Ruleset, Set,
+    SetElement, Table, Value, priority,
 };
 
 use crate::model::{Plan, Protocol};
@@ -37,8 +43,13 @@ fn key(ip: Ipv4Addr, protocol: Protocol, port: u16) -> Value {
         .inet_service(port)
 }
 
-/// The whole desired table for `plan`.
-pub fn render(plan: &Plan) -> Ruleset {
+/// Mark bit for connections to masquerade (NodePort traffic, whose
+/// replies must come back through this node).
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// The whole desired table for `plan`; `node_ips` are the addresses
+/// NodePorts answer on (never loopback: CVE-2020-8558).
+pub fn render(plan: &Plan, node_ips: &[Ipv4Addr]) -> Ruleset {
     let table = Table::new(Family::Ip, TABLE).comment("ferry proxy: Services");
     let key_type = [
         DataType::Ipv4Addr,
@@ -53,6 +64,14 @@ pub fn render(plan: &Plan) -> Ruleset {
         [DataType::Ipv4Addr, DataType::InetService],
     );
     let no_endpoints = Set::new(&table, "no-endpoints", key_type);
+    let node_ip_set = Set::new(&table, "node-ips", [DataType::Ipv4Addr]);
+    let node_ports = Set::map(
+        &table,
+        "node-ports",
+        [DataType::InetProto, DataType::InetService],
+        [DataType::Mark],
+    );
+    let mut node_port_elements = Vec::new();
 
     let mut id_elements = Vec::new();
     let mut backend_elements = Vec::new();
@@ -74,6 +93,16 @@ pub fn render(plan: &Plan) -> Ruleset {
                 SetElement::new(key(*ip, port.protocol, port.port)).data(Value::new().mark(id)),
             );
         }
+        if let Some(np) = port.node_port {
+            node_port_elements.push(
+                SetElement::new(
+                    Value::new()
+                        .inet_proto(port.protocol.number())
+                        .inet_service(np),
+                )
+                .data(Value::new().mark(id)),
+            );
+        }
         for bucket in 0..BUCKETS {
             let ep = &cat.cluster[bucket as usize % cat.cluster.len()];
             backend_elements.push(
@@ -91,6 +120,27 @@ pub fn render(plan: &Plan) -> Ruleset {
         .lookup_map("backends", Register::r32(8), Register::R1)
         .dnat(Family::Ip, Register::R1, Some(Register::r32(1)))
         .comment("service port -> random backend bucket");
+    let node_port = Rule::new()
+        .payload_ip_daddr(Register::R2)
+        .lookup("node-ips", Register::R2)
+        .load_concat(Register::R1, &[Load::L4Proto, Load::ThDport])
+        .lookup_map("node-ports", Register::R1, Register::r32(8))
+        .numgen_random(BUCKETS, Register::r32(9))
+        .or_mark(MASQUERADE_MARK)
+        .lookup_map("backends", Register::r32(8), Register::R1)
+        .dnat(Family::Ip, Register::R1, Some(Register::r32(1)))
+        .comment("NodePort -> random backend bucket, masqueraded");
+    let masquerade = Rule::new()
+        .meta_mark(Register::R1)
+        .bitwise(
+            Register::R1,
+            Register::R1,
+            MASQUERADE_MARK.to_ne_bytes(),
+            [0u8; 4],
+        )
+        .cmp(Register::R1, CmpOp::Neq, [0u8; 4])
+        .masquerade()
+        .comment("NodePort traffic leaves with this node's address");
     let reject = |tcp: bool| {
         let r = Rule::new()
             .load_concat(Register::R1, &[Load::IpDaddr, Load::L4Proto, Load::ThDport])
@@ -105,16 +155,35 @@ pub fn render(plan: &Plan) -> Ruleset {
     ruleset
         .add_set(ids, id_elements)
         .add_set(backends, backend_elements)
-        .add_set(no_endpoints, reject_elements);
+        .add_set(no_endpoints, reject_elements)
+        .add_set(
+            node_ip_set,
+            node_ips
+                .iter()
+                .filter(|ip| !ip.is_loopback())
+                .map(|ip| SetElement::new(Value::new().ipv4(*ip)))
+                .collect(),
+        )
+        .add_set(node_ports, node_port_elements);
     for (name, hook) in [
         ("nat-prerouting", Hook::Prerouting),
         ("nat-output", Hook::Output),
     ] {
         ruleset.add_chain(
             Chain::base(&table, name, ChainType::Nat, hook, priority::DSTNAT),
-            vec![dnat.clone()],
+            vec![dnat.clone(), node_port.clone()],
         );
     }
+    ruleset.add_chain(
+        Chain::base(
+            &table,
+            "nat-postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            priority::SRCNAT,
+        ),
+        vec![masquerade],
+    );
     for (name, hook) in [
         ("filter-forward", Hook::Forward),
         ("filter-output", Hook::Output),

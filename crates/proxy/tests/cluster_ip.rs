@@ -94,7 +94,7 @@ fn cluster_ip_spreads_and_rejects_without_endpoints() {
     }))
     .unwrap();
     let plan = ferry_proxy::model::plan(&[&web, &empty], &[&slice], "n1");
-    let ruleset = ferry_proxy::nftables::render(&plan);
+    let ruleset = ferry_proxy::nftables::render(&plan, &[Ipv4Addr::new(10, 244, 9, 2)]);
     Connection::open_in_netns(format!("/run/netns/{name}"))
         .unwrap()
         .apply(&ruleset.diff(None))
