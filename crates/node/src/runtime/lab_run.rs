@@ -113,3 +113,49 @@ pub fn lab_run_main(args: Vec<OsString>) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Builtin, Sandbox};
+
+    #[test]
+    fn spec_round_trips_through_the_argument() {
+        let spec = ContainerSpec {
+            sandbox: Sandbox {
+                netns: Some("/run/netns/p 1".into()),
+                hostname: "web-0".into(),
+                hosts_file: "/var/lib/ferry/pods/u/hosts".into(),
+                resolv_conf: "/var/lib/ferry/pods/u/resolv.conf".into(),
+            },
+            program: Program::Exec {
+                argv: vec!["sh".into(), "-c".into(), "echo \"$A\" 'b' \\n ü".into()],
+            },
+            env: vec![("A".into(), "x=y; z".into())],
+            working_dir: Some("/tmp".into()),
+            log_path: "/var/log/pods/x/0.log".into(),
+        };
+        let arg = encode(&spec);
+        let back: ContainerSpec = serde_json::from_str(&arg).expect("decodes");
+        assert_eq!(back.sandbox, spec.sandbox);
+        assert_eq!(back.program, spec.program);
+        assert_eq!(back.env, spec.env);
+        assert_eq!(back.working_dir, spec.working_dir);
+        let web = Program::Builtin(Builtin::Web {
+            pod_name: "p".into(),
+            ports: vec![80, 443],
+        });
+        let spec = ContainerSpec {
+            program: web.clone(),
+            ..spec
+        };
+        let back: ContainerSpec = serde_json::from_str(&encode(&spec)).expect("decodes");
+        assert_eq!(back.program, web);
+    }
+
+    #[test]
+    fn bad_argument_is_an_error() {
+        assert_eq!(lab_run_main(vec![]), 2);
+        assert_eq!(lab_run_main(vec!["{not json".into()]), 2);
+    }
+}
