@@ -60,27 +60,23 @@ def bench_cni(ferry, count):
     adds, dels = [], []
     pods = [f"podnet-bench-p{i}" for i in range(count)]
     try:
+        def cni(command, i, pod):
+            env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=f"bench{i}",
+                       CNI_NETNS=f"/run/netns/{pod}", CNI_IFNAME="eth0",
+                       CNI_PATH=os.path.dirname(ferry))
+            t = time.perf_counter()
+            r = subprocess.run(["nsenter", f"--net=/run/netns/{node}", ferry, "cni"],
+                               input=config, text=True, capture_output=True, env=env)
+            took = (time.perf_counter() - t) * 1000
+            if r.returncode != 0:
+                sys.exit(f"{command} failed: {r.stdout}{r.stderr}")
+            return took
+
         for i, pod in enumerate(pods):
             sh("ip", "netns", "add", pod)
-            env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench{i}",
-                       CNI_NETNS=f"/run/netns/{pod}", CNI_IFNAME="eth0",
-                       CNI_PATH=os.path.dirname(ferry))
-            t = time.perf_counter()
-            r = subprocess.run(["nsenter", f"--net=/run/netns/{node}", ferry, "cni"],
-                               input=config, text=True, capture_output=True, env=env)
-            adds.append((time.perf_counter() - t) * 1000)
-            if r.returncode != 0:
-                sys.exit(f"ADD failed: {r.stdout}{r.stderr}")
+            adds.append(cni("ADD", i, pod))
         for i, pod in enumerate(pods):
-            env = dict(os.environ, CNI_COMMAND="DEL", CNI_CONTAINERID=f"bench{i}",
-                       CNI_NETNS=f"/run/netns/{pod}", CNI_IFNAME="eth0",
-                       CNI_PATH=os.path.dirname(ferry))
-            t = time.perf_counter()
-            r = subprocess.run(["nsenter", f"--net=/run/netns/{node}", ferry, "cni"],
-                               input=config, text=True, capture_output=True, env=env)
-            dels.append((time.perf_counter() - t) * 1000)
-            if r.returncode != 0:
-                sys.exit(f"DEL failed: {r.stdout}{r.stderr}")
+            dels.append(cni("DEL", i, pod))
     finally:
         for pod in pods:
             sh("ip", "netns", "del", pod, check=False)

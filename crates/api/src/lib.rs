@@ -11,4 +11,5 @@ pub mod printers;
 pub mod resources;
 pub mod selector;
 pub mod strategic_merge;
+pub mod url;
 pub mod validation;

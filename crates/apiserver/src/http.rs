@@ -81,30 +81,7 @@ impl Query {
     }
 }
 
-/// Decodes `%XX` escapes and `+` as space (form encoding).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use ferry_api::url::percent_decode;
 
 /// One media range from an Accept header, with its parameters.
 fn media_ranges(accept: &str) -> impl Iterator<Item = (String, HashMap<String, String>)> + '_ {

@@ -76,8 +76,9 @@ struct DownArgs {
     data_dir: PathBuf,
 }
 
+/// What every per-node agent (`node`, `overlay`, `proxy`) is told.
 #[derive(clap::Args)]
-struct ProxyArgs {
+struct NodeAgentArgs {
     /// Kubeconfig to reach the API server.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -87,6 +88,12 @@ struct ProxyArgs {
     /// The node's network namespace, path or name (default: the current one).
     #[arg(long)]
     netns: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    #[command(flatten)]
+    node: NodeAgentArgs,
     /// Shortest time between two syncs, in milliseconds.
     #[arg(long, default_value_t = 50)]
     min_sync_interval_ms: u64,
@@ -94,15 +101,8 @@ struct ProxyArgs {
 
 #[derive(clap::Args)]
 struct OverlayArgs {
-    /// Kubeconfig to reach the API server.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Name of this node's Node object.
-    #[arg(long)]
-    node_name: String,
-    /// The node's network namespace, path or name (default: the current one).
-    #[arg(long)]
-    netns: Option<String>,
+    #[command(flatten)]
+    node: NodeAgentArgs,
     /// Underlay device.
     #[arg(long, default_value = "eth0")]
     iface: String,
@@ -119,15 +119,8 @@ struct OverlayArgs {
 
 #[derive(clap::Args)]
 struct NodeArgs {
-    /// Kubeconfig to reach the API server.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Name of the Node to register.
-    #[arg(long)]
-    node_name: String,
-    /// The node's network namespace (default: the current one).
-    #[arg(long)]
-    netns: Option<String>,
+    #[command(flatten)]
+    node: NodeAgentArgs,
     /// The node's InternalIP address.
     #[arg(long)]
     internal_ip: Option<String>,
@@ -227,11 +220,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The node agent lives in its node's network namespace: enter it while
     // this is the only thread, so every runtime thread and child inherits it.
-    if let Command::Node(NodeArgs {
-        netns: Some(netns), ..
-    }) = &cli.command
+    if let Command::Node(args) = &cli.command
+        && let Some(netns) = &args.node.netns
     {
-        let file = std::fs::File::open(ferry_netlink::netns::named_path(netns)?)
+        let path = if netns.contains('/') {
+            PathBuf::from(netns)
+        } else {
+            ferry_netlink::netns::named_path(netns)?
+        };
+        let file = std::fs::File::open(&path)
             .with_context(|| format!("opening network namespace {netns}"))?;
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("entering network namespace {netns}"))?;
@@ -256,10 +253,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cni => std::process::exit(ferry_cni::plugin_main()),
         Command::Node(args) => runtime.block_on(node(args)),
         Command::Overlay(args) => runtime.block_on(async move {
-            let client = client(args.kubeconfig.as_ref()).await?;
+            let client = client(args.node.kubeconfig.as_ref()).await?;
             let config = ferry_overlay::agent::Config {
-                node_name: args.node_name,
-                netns: args.netns,
+                node_name: args.node.node_name,
+                netns: args.node.netns,
                 iface: args.iface,
                 public_ip: args.public_ip,
                 ip_masq: args.ip_masq.then_some(args.cluster_cidr),
@@ -270,10 +267,10 @@ fn main() -> anyhow::Result<()> {
             }
         }),
         Command::Proxy(args) => runtime.block_on(async move {
-            let client = client(args.kubeconfig.as_ref()).await?;
+            let client = client(args.node.kubeconfig.as_ref()).await?;
             let config = ferry_proxy::agent::Config {
-                node_name: args.node_name,
-                netns: args.netns,
+                node_name: args.node.node_name,
+                netns: args.node.netns,
                 min_sync_interval: std::time::Duration::from_millis(args.min_sync_interval_ms),
             };
             tokio::select! {
@@ -331,14 +328,14 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = client(args.node.kubeconfig.as_ref()).await?;
     let config = ferry_node::Config {
-        node_name: args.node_name.clone(),
+        node_name: args.node.node_name.clone(),
         internal_ip: args.internal_ip,
         max_pods: args.max_pods,
         state_dir: args
             .state_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry/node").join(&args.node_name)),
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry/node").join(&args.node.node_name)),
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain,
         pod_mtu: args.pod_mtu,

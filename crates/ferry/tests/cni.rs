@@ -10,6 +10,8 @@
 //! namespaces; without them they are skipped with a reason, except under
 //! `CI=true`, where that is a failure.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -23,32 +25,18 @@ use serde_json::{Value, json};
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const NETWORK: &str = "lab";
 
-/// Whether this process can run the tests; skips (or fails under CI).
+/// Whether this process can run the tests (root, network namespaces,
+/// nsenter); skips, or fails under CI.
 fn capable(test: &str) -> bool {
-    let reason = if !Path::new("/usr/bin/nsenter").exists() && which("nsenter").is_none() {
-        Some("nsenter (util-linux) is not installed".to_string())
-    } else {
-        let probe = format!("fcni-{}-probe-{test}", std::process::id());
-        match netns::create(&probe) {
-            Ok(_) => {
-                let _ = netns::delete(&probe);
-                None
-            }
-            Err(error) => Some(format!(
-                "cannot create network namespaces (needs root): {error}"
-            )),
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs root, network namespaces and nsenter: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
-        }
+    if !Path::new("/usr/bin/nsenter").exists() && which("nsenter").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs nsenter (util-linux) under CI=true"
+        );
+        eprintln!("skipping {test}: nsenter (util-linux) is not installed");
+        return false;
     }
+    support::can_use_netns(test)
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -16,23 +16,6 @@ use std::time::{Duration, Instant};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "root is required under CI=true"
-        );
-        eprintln!("skipping: the lab needs root (network namespaces)");
-    }
-    root
-}
-
 /// A running `ferry up`; `ferry down` on drop.
 struct Lab {
     child: Option<Child>,
@@ -316,7 +299,7 @@ fn lab_leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn the_lab_end_to_end() {
-    if !is_root() || !support::kubectl_available() {
+    if !support::can_use_netns("the_lab_end_to_end") || !support::kubectl_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,8 @@ use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use ferry_netlink::{NetNs, Netlink, netns};
 use ferry_node::runtime::{
     Builtin, ContainerSpec, DEFAULT_PATH, ProbeOutcome, Process, Program, Sandbox, exec_in,
@@ -32,29 +34,6 @@ struct Running(Process);
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.kill();
-    }
-}
-
-fn capable(test: &str) -> bool {
-    let probe = format!("frt-{}-probe", std::process::id());
-    let reason = match netns::create(&probe) {
-        Ok(_) => {
-            let _ = netns::delete(&probe);
-            None
-        }
-        Err(error) => Some(format!(
-            "cannot create network namespaces (needs root): {error}"
-        )),
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs root: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
-        }
     }
 }
 
@@ -191,7 +170,7 @@ fn host_state() -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtins_exec_env_signals_and_probes() {
-    if !capable("builtins_exec_env_signals_and_probes") {
+    if !support::can_use_netns("builtins_exec_env_signals_and_probes") {
         return;
     }
     let before = host_state();

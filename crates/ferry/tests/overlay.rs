@@ -50,22 +50,9 @@ impl Drop for Agent {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[tokio::test]
 async fn overlay_programs_flannel_vxlan_between_nodes() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run root tests"
-        );
-        eprintln!("skipping: needs root (netns, veth, vxlan)");
+    if !support::can_use_netns("overlay") {
         return;
     }
     let pid = std::process::id();

@@ -66,7 +66,7 @@ pub fn lab_processes(data_dir: &Path) -> Vec<i32> {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
             // The agents of this lab, not a `ferry down` naming it.
             args.get(1)
-                .is_some_and(|a| *a == b"node" || *a == b"overlay" || *a == b"proxy")
+                .is_some_and(|a| crate::AGENTS.iter().any(|agent| agent.as_bytes() == *a))
                 && args
                     .iter()
                     .any(|a| String::from_utf8_lossy(a).contains(&marker))

@@ -33,6 +33,8 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 pub const UNDERLAY_MTU: u32 = 1500;
 /// Names the running `ferry up` (pid, then data directory).
 pub const PID_FILE: &str = "/run/ferry/lab.pid";
+/// The `ferry` subcommands the lab runs per node, as child processes.
+pub const AGENTS: [&str; 3] = ["node", "overlay", "proxy"];
 /// API server port, on 127.0.0.1 and on the gateway.
 pub const API_PORT: u16 = 6443;
 
@@ -244,51 +246,42 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
     for i in 1..=config.nodes {
         let node = underlay::node_name(i);
         let state_dir = data_dir.join("nodes").join(&node);
-        let node_args: Vec<String> = vec![
-            "node".into(),
-            "--kubeconfig".into(),
-            node_kubeconfig.display().to_string(),
-            "--node-name".into(),
-            node.clone(),
-            "--netns".into(),
-            node.clone(),
-            "--internal-ip".into(),
-            underlay::node_ip(i).to_string(),
-            "--state-dir".into(),
-            state_dir.display().to_string(),
-            "--cluster-dns".into(),
-            dns.to_string(),
-            "--cluster-domain".into(),
-            "cluster.local".into(),
+        let node_ip = underlay::node_ip(i).to_string();
+        let state_dir = state_dir.display().to_string();
+        let dns = dns.to_string();
+        // What each of AGENTS gets beyond the common flags.
+        let extra_args: [Vec<&str>; 3] = [
+            vec![
+                "--internal-ip",
+                &node_ip,
+                "--state-dir",
+                &state_dir,
+                "--cluster-dns",
+                &dns,
+                "--cluster-domain",
+                "cluster.local",
+            ],
+            vec![
+                "--iface",
+                "eth0",
+                "--ip-masq",
+                "--cluster-cidr",
+                &config.cluster_cidr,
+            ],
+            vec![],
         ];
-        let overlay_args: Vec<String> = vec![
-            "overlay".into(),
-            "--kubeconfig".into(),
-            node_kubeconfig.display().to_string(),
-            "--node-name".into(),
-            node.clone(),
-            "--netns".into(),
-            node.clone(),
-            "--iface".into(),
-            "eth0".into(),
-            "--ip-masq".into(),
-            "--cluster-cidr".into(),
-            config.cluster_cidr.clone(),
-        ];
-        let proxy_args: Vec<String> = vec![
-            "proxy".into(),
-            "--kubeconfig".into(),
-            node_kubeconfig.display().to_string(),
-            "--node-name".into(),
-            node.clone(),
-            "--netns".into(),
-            node.clone(),
-        ];
-        for (what, args) in [
-            ("node", node_args),
-            ("overlay", overlay_args),
-            ("proxy", proxy_args),
-        ] {
+        for (what, extra) in AGENTS.into_iter().zip(extra_args) {
+            // Every agent: which API server, which Node, which namespace.
+            let mut args: Vec<String> = vec![
+                what.into(),
+                "--kubeconfig".into(),
+                node_kubeconfig.display().to_string(),
+                "--node-name".into(),
+                node.clone(),
+                "--netns".into(),
+                node.clone(),
+            ];
+            args.extend(extra.into_iter().map(String::from));
             let log = logs.join(format!("{node}-{what}.log"));
             lab.tasks.push(tokio::spawn(supervise(
                 exe.clone(),

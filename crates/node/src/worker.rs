@@ -37,7 +37,6 @@ enum Signal {
 }
 
 struct Running {
-    pid: u32,
     signals: mpsc::UnboundedSender<Signal>,
     since: Instant,
     started_at: jiff::Timestamp,
@@ -160,7 +159,38 @@ async fn event(ctx: &Ctx, pod: &Pod, kind: &str, reason: &str, message: String) 
     }
 }
 
-/// Values of `configMapKeyRef`/`secretKeyRef` env entries.
+/// The string data of a ConfigMap or a Secret (`None`: no such object).
+async fn key_source(
+    ctx: &Ctx,
+    ns: &str,
+    secret: bool,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, String> {
+    if secret {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|s| {
+                let mut data: BTreeMap<String, String> = s.string_data.unwrap_or_default();
+                for (k, v) in s.data.unwrap_or_default() {
+                    data.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                }
+                data
+            }))
+    } else {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|cm| cm.data.unwrap_or_default()))
+    }
+}
+
+/// Values of `configMapKeyRef`/`secretKeyRef` env entries, with kubelet's
+/// messages for what is missing; `optional` ones may be absent.
 async fn resolve_refs(
     ctx: &Ctx,
     ns: &str,
@@ -171,54 +201,31 @@ async fn resolve_refs(
         let Some(from) = &var.value_from else {
             continue;
         };
-        if let Some(r) = &from.config_map_key_ref {
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-            match api.get_opt(&r.name).await {
-                Ok(Some(cm)) => match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
-                    Some(v) => {
-                        out.insert(var.name.clone(), v.clone());
-                    }
-                    None if r.optional == Some(true) => {}
-                    None => {
-                        return Err(format!(
-                            "couldn't find key {} in ConfigMap {ns}/{}",
-                            r.key, r.name
-                        ));
-                    }
-                },
-                Ok(None) if r.optional == Some(true) => {}
-                Ok(None) => return Err(format!("configmap \"{}\" not found", r.name)),
-                Err(e) => return Err(e.to_string()),
-            }
-        } else if let Some(r) = &from.secret_key_ref {
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-            match api.get_opt(&r.name).await {
-                Ok(Some(s)) => {
-                    let v = s
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get(&r.key))
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(&r.key)).cloned());
-                    match v {
-                        Some(v) => {
-                            out.insert(var.name.clone(), v);
-                        }
-                        None if r.optional == Some(true) => {}
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in Secret {ns}/{}",
-                                r.key, r.name
-                            ));
-                        }
-                    }
+        let (secret, name, key, optional) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+            (Some(r), _) => (false, &r.name, &r.key, r.optional == Some(true)),
+            (None, Some(r)) => (true, &r.name, &r.key, r.optional == Some(true)),
+            (None, None) => {
+                if from.resource_field_ref.is_some() {
+                    out.insert(var.name.clone(), "0".into());
                 }
-                Ok(None) if r.optional == Some(true) => {}
-                Ok(None) => return Err(format!("secret \"{}\" not found", r.name)),
-                Err(e) => return Err(e.to_string()),
+                continue;
             }
-        } else if from.resource_field_ref.is_some() {
-            out.insert(var.name.clone(), "0".into());
+        };
+        let (kind, lower) = if secret {
+            ("Secret", "secret")
+        } else {
+            ("ConfigMap", "configmap")
+        };
+        match key_source(ctx, ns, secret, name).await? {
+            Some(data) => match data.get(key) {
+                Some(v) => {
+                    out.insert(var.name.clone(), v.clone());
+                }
+                None if optional => {}
+                None => return Err(format!("couldn't find key {key} in {kind} {ns}/{name}")),
+            },
+            None if optional => {}
+            None => return Err(format!("{lower} \"{name}\" not found")),
         }
     }
     Ok(out)
@@ -238,6 +245,8 @@ struct Worker {
     sandbox: Option<SandboxInfo>,
     start_time: jiff::Timestamp,
     exits: mpsc::UnboundedSender<(usize, u64, Exit)>,
+    /// Container exits: (container index, generation, how it ended).
+    exit_rx: mpsc::UnboundedReceiver<(usize, u64, Exit)>,
     last_status: Option<serde_json::Value>,
 }
 
@@ -246,7 +255,7 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
     let Some(pod) = updates.borrow().clone() else {
         return;
     };
-    let (exits, mut exit_rx) = mpsc::unbounded_channel();
+    let (exits, exit_rx) = mpsc::unbounded_channel();
     let spec = pod.spec.clone().unwrap_or_default();
     let mut ctrs: Vec<Ctr> = spec
         .init_containers
@@ -303,6 +312,7 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
         sandbox: None,
         start_time: jiff::Timestamp::now(),
         exits,
+        exit_rx,
         last_status: None,
     };
     let mut sandbox_backoff = Duration::from_secs(1);
@@ -355,15 +365,19 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
         if w.last_status.is_none() {
             wake = wake.min(Instant::now() + Duration::from_secs(1));
         }
-        tokio::select! {
+        let exited = tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() {
                     // The manager is gone (agent stopping): leave the pod running.
                     return;
                 }
+                None
             }
-            Some((i, generation, exit)) = exit_rx.recv() => w.on_exit(i, generation, exit).await,
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            Some(exit) = w.exit_rx.recv() => Some(exit),
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        if let Some((i, generation, exit)) = exited {
+            w.on_exit(i, generation, exit).await;
         }
     }
 }
@@ -624,7 +638,6 @@ impl Worker {
         c.ready = c.started && spec.readiness_probe.is_none() && !c.init;
         c.state = State::Running { started_at };
         c.running = Some(Running {
-            pid,
             signals: sig_tx,
             since: now,
             started_at,
@@ -898,34 +911,34 @@ impl Worker {
                 .await;
             }
         }
+        // Exits arrive on the worker's channel; SIGKILL what is left at
+        // the deadline.
         let deadline = tokio::time::Instant::now() + grace;
         let mut killed = grace.is_zero();
         while self.ctrs.iter().any(|c| c.running.is_some()) {
-            // Exits arrive on the worker's channel; poll the processes.
-            let alive: Vec<usize> = (0..self.ctrs.len())
-                .filter(|&i| {
-                    self.ctrs[i].running.as_ref().is_some_and(|r| {
-                        nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(i32::try_from(r.pid).unwrap_or(0)),
-                            None,
-                        )
-                        .is_ok()
-                            && !is_zombie(r.pid)
-                    })
-                })
-                .collect();
-            if alive.is_empty() {
-                break;
-            }
-            if !killed && tokio::time::Instant::now() >= deadline {
-                for i in &alive {
-                    if let Some(r) = &self.ctrs[*i].running {
-                        let _ = r.signals.send(Signal::Kill);
+            let wait_until = if killed {
+                tokio::time::Instant::now() + Duration::from_secs(10)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wait_until, self.exit_rx.recv()).await {
+                Ok(Some((i, generation, _))) => {
+                    if let Some(c) = self.ctrs.get_mut(i)
+                        && c.generation == generation
+                    {
+                        c.running = None;
                     }
                 }
-                killed = true;
+                Ok(None) => break,
+                Err(_) if !killed => {
+                    for r in self.ctrs.iter().filter_map(|c| c.running.as_ref()) {
+                        let _ = r.signals.send(Signal::Kill);
+                    }
+                    killed = true;
+                }
+                // Killed, yet not reported within 10 s: give up waiting.
+                Err(_) => break,
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for c in &mut self.ctrs {
             c.running = None;
@@ -980,15 +993,6 @@ impl Worker {
             tracing::debug!(pod = %format!("{ns}/{name}"), "final delete: {e}");
         }
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 /// Resolves a probe port (number or container port name).

@@ -143,32 +143,8 @@ fn web(req: &Request<hyper::body::Incoming>, page: &Bytes) -> Reply {
 fn query_param(req: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| ferry_api::url::percent_decode(v))
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn echo(
@@ -241,7 +217,7 @@ mod tests {
     #[test]
     fn page_names_the_pod_and_decoding_works() {
         assert!(web_page("web-7").contains("<b>web-7</b>"));
-        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
-        assert_eq!(percent_decode("%41%zz"), "A%zz");
+        assert_eq!(ferry_api::url::percent_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(ferry_api::url::percent_decode("%41%zz"), "A%zz");
     }
 }
