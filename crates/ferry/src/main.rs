@@ -97,6 +97,15 @@ struct ProxyArgs {
     /// Shortest time between two syncs, in milliseconds.
     #[arg(long, default_value_t = 50)]
     min_sync_interval_ms: u64,
+    /// The pod network: ClusterIP traffic from outside it is masqueraded.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Where `/healthz` and `/livez` listen ("" turns them off).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: String,
+    /// Where `/metrics` listens ("" turns it off).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: String,
 }
 
 #[derive(clap::Args)]
@@ -268,10 +277,31 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Proxy(args) => runtime.block_on(async move {
             let client = client(args.node.kubeconfig.as_ref()).await?;
+            let address =
+                |flag: &str, value: &str| -> anyhow::Result<Option<std::net::SocketAddr>> {
+                    if value.is_empty() {
+                        return Ok(None);
+                    }
+                    value
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| anyhow::anyhow!("--{flag} {value:?}: expected address:port"))
+                };
+            let cluster_cidr = match &args.cluster_cidr {
+                None => None,
+                Some(c) => Some(ferry_proxy::model::Cidr::parse(c).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--cluster-cidr {c:?}: expected an IPv4 prefix such as 10.244.0.0/16"
+                    )
+                })?),
+            };
             let config = ferry_proxy::agent::Config {
                 node_name: args.node.node_name,
                 netns: args.node.netns,
                 min_sync_interval: std::time::Duration::from_millis(args.min_sync_interval_ms),
+                cluster_cidr,
+                healthz_address: address("healthz-bind-address", &args.healthz_bind_address)?,
+                metrics_address: address("metrics-bind-address", &args.metrics_bind_address)?,
             };
             tokio::select! {
                 result = ferry_proxy::agent::run(client, config) => result,

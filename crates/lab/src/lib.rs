@@ -37,6 +37,10 @@ pub const PID_FILE: &str = "/run/ferry/lab.pid";
 pub const AGENTS: [&str; 3] = ["node", "overlay", "proxy"];
 /// API server port, on 127.0.0.1 and on the gateway.
 pub const API_PORT: u16 = 6443;
+/// LoadBalancer addresses the lab hands out. The host routes them to
+/// lab-node-1, as a layer-2 load balancer (MetalLB, ServiceLB) would
+/// attract them to one node; that node's proxy takes it from there.
+pub const LOAD_BALANCER_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(172, 30, 1, 0), 24);
 
 /// Settings of `ferry up`.
 #[derive(Clone, Debug)]
@@ -181,6 +185,10 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating {}", underlay::node_name(i)))?;
     }
+    let (pool, pool_len) = LOAD_BALANCER_POOL;
+    nl.replace_route(&ferry_netlink::route::Route::to(pool, pool_len).via(underlay::node_ip(1)))
+        .await
+        .context("routing the LoadBalancer pool")?;
     println!(
         "  underlay     {BRIDGE} {GATEWAY}/24; {}{} with eth0 {}..{}",
         NODE_PREFIX,
@@ -224,12 +232,17 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
         ),
     )?;
     println!("  apiserver    https://127.0.0.1:{API_PORT}, https://{GATEWAY}:{API_PORT}");
+    println!(
+        "  LoadBalancer {pool}/{pool_len}, routed via {}",
+        underlay::node_ip(1)
+    );
 
     let client = client(&kubeconfig).await?;
     let controllers = ferry_controllers::Config {
         leader_elect: false,
         cluster_cidr: config.cluster_cidr.clone(),
         node_cidr_mask_size: config.node_cidr_mask_size,
+        load_balancer_pool: vec![format!("{pool}/{pool_len}")],
         ..ferry_controllers::Config::default()
     };
     let c = client.clone();
@@ -268,7 +281,7 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
                 "--cluster-cidr",
                 &config.cluster_cidr,
             ],
-            vec![],
+            vec!["--cluster-cidr", &config.cluster_cidr],
         ];
         for (what, extra) in AGENTS.into_iter().zip(extra_args) {
             // Every agent: which API server, which Node, which namespace.

@@ -11,10 +11,12 @@
 //! any other ([`netns`] creates, opens and deletes namespaces). Links,
 //! addresses, routes, neighbours and FDB entries are methods on it, in the
 //! modules of the same names. Errors name the operation, the object and
-//! the namespace ([`Error`]).
+//! the namespace ([`Error`]). [`conntrack`] lists and deletes connection
+//! tracking entries over ctnetlink.
 
 pub mod address;
 mod connection;
+pub mod conntrack;
 pub mod error;
 pub mod link;
 pub mod neighbour;

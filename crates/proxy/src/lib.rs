@@ -34,5 +34,6 @@
 //! stay black-holed.
 
 pub mod agent;
+pub mod health;
 pub mod model;
 pub mod nftables;

@@ -35,6 +35,15 @@ impl Protocol {
         }
     }
 
+    /// The Kubernetes spelling (`TCP`, `UDP`, `SCTP`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+
     /// IANA protocol number (what nf_tables matches).
     pub fn number(self) -> u8 {
         match self {
@@ -68,13 +77,42 @@ impl Cidr {
         let (ip, len) = s.trim().split_once('/').unwrap_or((s.trim(), "32"));
         let ip: Ipv4Addr = ip.parse().ok()?;
         let prefix_len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix_len))
-            .unwrap_or(0);
-        Some(Cidr {
-            network: Ipv4Addr::from(u32::from(ip) & mask),
-            prefix_len,
-        })
+        Some(
+            Cidr {
+                network: ip,
+                prefix_len,
+            }
+            .normalized(),
+        )
+    }
+
+    fn normalized(self) -> Cidr {
+        Cidr {
+            network: Ipv4Addr::from(u32::from(self.network) & u32::from(self.mask())),
+            ..self
+        }
+    }
+
+    /// The netmask (`255.255.0.0` for a /16).
+    pub fn mask(self) -> Ipv4Addr {
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix_len))
+                .unwrap_or(0),
+        )
+    }
+
+    /// First and last address of the prefix.
+    pub fn bounds(self) -> (Ipv4Addr, Ipv4Addr) {
+        let first = u32::from(self.network);
+        (
+            Ipv4Addr::from(first),
+            Ipv4Addr::from(first | !u32::from(self.mask())),
+        )
+    }
+
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask()) == u32::from(self.network)
     }
 }
 
@@ -302,9 +340,10 @@ pub struct Categorized {
     pub cluster: Vec<Endpoint>,
     /// This node's endpoints, for traffic with a Local policy.
     pub local: Vec<Endpoint>,
-    /// Whether the port has any endpoint at all, usable or not: without
-    /// any, connections are rejected; with some but none usable here,
-    /// Local traffic is dropped.
+    /// Whether the port has a usable endpoint anywhere in the cluster
+    /// (ready, or serving and terminating): without one, connections are
+    /// rejected; with one but none for a Local policy here, that traffic
+    /// is dropped (kube-proxy's `hasAnyEndpoints`).
     pub has_any: bool,
 }
 
@@ -334,7 +373,9 @@ pub fn categorize(port: &ServicePort, endpoints: &[Endpoint], node: &str) -> Cat
         } else {
             Vec::new()
         },
-        has_any: !endpoints.is_empty(),
+        has_any: endpoints
+            .iter()
+            .any(|e| e.ready || (e.serving && e.terminating)),
     }
 }
 
@@ -513,9 +554,9 @@ mod tests {
         // No local endpoint at all: Local traffic has nothing (dropped), but has_any stays true.
         let c = categorize(http, &eps2, "n3");
         assert!(c.local.is_empty() && c.has_any);
-        // Not-ready and not serving: nothing usable, yet present.
+        // Not-ready and not serving: nothing usable, so rejected.
         let c = categorize(http, &[e("10.244.9.9", "n1", false, false, false)], "n1");
-        assert!(c.cluster.is_empty() && c.has_any);
+        assert!(c.cluster.is_empty() && !c.has_any);
         assert!(!categorize(http, &[], "n1").has_any);
         // internalTrafficPolicy Local without external: no cluster list.
         let mut internal = http.clone();

@@ -94,7 +94,12 @@ fn cluster_ip_spreads_and_rejects_without_endpoints() {
     }))
     .unwrap();
     let plan = ferry_proxy::model::plan(&[&web, &empty], &[&slice], "n1");
-    let ruleset = ferry_proxy::nftables::render(&plan, &[Ipv4Addr::new(10, 244, 9, 2)]);
+    let options = ferry_proxy::nftables::Options {
+        node_ips: vec![Ipv4Addr::new(10, 244, 9, 2)],
+        cluster_cidr: None,
+    };
+    let ruleset =
+        ferry_proxy::nftables::render(&plan, &mut ferry_proxy::nftables::Ids::default(), &options);
     Connection::open_in_netns(format!("/run/netns/{name}"))
         .unwrap()
         .apply(&ruleset.diff(None))

@@ -3,6 +3,8 @@
 //! `kubectl` binary or with kube-rs.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -297,6 +297,16 @@ pub enum Expr {
         modulus: u32,
         offset: u32,
     },
+    /// Jenkins hash of `len` bytes from `sreg`: `offset + (jhash mod
+    /// modulus)` into `dreg` (e.g. source-hash scheduling).
+    Jhash {
+        sreg: Register,
+        dreg: Register,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        offset: u32,
+    },
     /// Load a constant into `dreg`.
     Immediate {
         dreg: Register,
@@ -363,6 +373,7 @@ impl Expr {
             Expr::Bitwise { .. } => "bitwise",
             Expr::Lookup { .. } => "lookup",
             Expr::Numgen { .. } => "numgen",
+            Expr::Jhash { .. } => "hash",
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
             Expr::Ct { .. } | Expr::CtSet { .. } => "ct",
             Expr::Nat { .. } => "nat",
@@ -454,6 +465,22 @@ impl Expr {
                 w.u32(sys::NFTA_NG_MODULUS, *modulus);
                 w.u32(sys::NFTA_NG_TYPE, *kind as u32);
                 w.u32(sys::NFTA_NG_OFFSET, *offset);
+            }
+            Expr::Jhash {
+                sreg,
+                dreg,
+                len,
+                modulus,
+                seed,
+                offset,
+            } => {
+                w.u32(sys::NFTA_HASH_SREG, sreg.number());
+                w.u32(sys::NFTA_HASH_DREG, dreg.number());
+                w.u32(sys::NFTA_HASH_LEN, *len);
+                w.u32(sys::NFTA_HASH_MODULUS, *modulus);
+                w.u32(sys::NFTA_HASH_SEED, *seed);
+                w.u32(sys::NFTA_HASH_OFFSET, *offset);
+                w.u32(sys::NFTA_HASH_TYPE, sys::NFT_HASH_JENKINS);
             }
             Expr::Immediate { dreg, data } => {
                 w.u32(sys::NFTA_IMMEDIATE_DREG, dreg.number());

@@ -217,6 +217,18 @@ impl Rule {
         self.numgen(NumgenKind::Incremental, modulus, 0, dreg)
     }
 
+    /// `jhash <len bytes of sreg> mod modulus seed seed` into `dreg`.
+    pub fn jhash(self, sreg: Register, len: u32, modulus: u32, seed: u32, dreg: Register) -> Self {
+        self.expr(Expr::Jhash {
+            sreg,
+            dreg,
+            len,
+            modulus,
+            seed,
+            offset: 0,
+        })
+    }
+
     pub fn numgen(self, kind: NumgenKind, modulus: u32, offset: u32, dreg: Register) -> Self {
         self.expr(Expr::Numgen {
             dreg,

@@ -243,6 +243,15 @@ pub const NFTA_NG_DREG: u16 = 1;
 pub const NFTA_NG_MODULUS: u16 = 2;
 pub const NFTA_NG_TYPE: u16 = 3;
 pub const NFTA_NG_OFFSET: u16 = 4;
+pub const NFTA_HASH_SREG: u16 = 1;
+pub const NFTA_HASH_DREG: u16 = 2;
+pub const NFTA_HASH_LEN: u16 = 3;
+pub const NFTA_HASH_MODULUS: u16 = 4;
+pub const NFTA_HASH_SEED: u16 = 5;
+pub const NFTA_HASH_OFFSET: u16 = 6;
+pub const NFTA_HASH_TYPE: u16 = 7;
+/// `enum nft_hash_types`: Jenkins hash of a register range.
+pub const NFT_HASH_JENKINS: u32 = 0;
 
 // enum nft_gen_attributes
 pub const NFTA_GEN_ID: u16 = 1;

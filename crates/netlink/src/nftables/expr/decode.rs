@@ -91,6 +91,19 @@ impl Expr {
                 modulus: a.u32(sys::NFTA_NG_MODULUS)?,
                 offset: a.u32(sys::NFTA_NG_OFFSET).unwrap_or(0),
             },
+            "hash"
+                if a.u32(sys::NFTA_HASH_TYPE).unwrap_or(sys::NFT_HASH_JENKINS)
+                    == sys::NFT_HASH_JENKINS =>
+            {
+                Expr::Jhash {
+                    sreg: reg(sys::NFTA_HASH_SREG)?,
+                    dreg: reg(sys::NFTA_HASH_DREG)?,
+                    len: a.u32(sys::NFTA_HASH_LEN)?,
+                    modulus: a.u32(sys::NFTA_HASH_MODULUS)?,
+                    seed: a.u32(sys::NFTA_HASH_SEED).unwrap_or(0),
+                    offset: a.u32(sys::NFTA_HASH_OFFSET).unwrap_or(0),
+                }
+            }
             "immediate" => {
                 let dreg = reg(sys::NFTA_IMMEDIATE_DREG)?;
                 let data = a.get(sys::NFTA_IMMEDIATE_DATA)?;
