@@ -41,8 +41,30 @@ enum Command {
     /// Run the flannel-style VXLAN overlay agent (flannel.1) for one node.
     Overlay(OverlayArgs),
     /// Run the service proxy for one node: Services and EndpointSlices to
-    /// nf_tables (ClusterIPs so far; see crates/proxy).
+    /// nf_tables (kube-proxy's job).
     Proxy(ProxyArgs),
+    /// Show how one Service is implemented on a node: the live nf_tables
+    /// elements and rules, next to kube-proxy's iptables equivalent.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// `svc/<namespace>/<name>`, or `svc/<name>` with --namespace.
+    target: String,
+    /// Namespace when the target does not name one.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The node whose rules to show; its network namespace is
+    /// /run/netns/<node> when that exists (the lab), else the current one.
+    #[arg(long)]
+    node: Option<String>,
+    /// The pod network, for the masquerade rules of the kube-proxy view.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Kubeconfig to reach the API server.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -308,6 +330,7 @@ fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }),
+        Command::Explain(args) => runtime.block_on(explain(args)),
         Command::Up(args) => runtime.block_on(ferry_lab::up(ferry_lab::Config {
             nodes: args.nodes,
             cluster_cidr: args.cluster_cidr,
@@ -355,6 +378,32 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let rest = args
+        .target
+        .strip_prefix("svc/")
+        .or_else(|| args.target.strip_prefix("service/"));
+    let (namespace, name) = match rest.map(|r| r.split_once('/')) {
+        Some(Some((ns, name))) => (ns.to_string(), name.to_string()),
+        Some(None) => (args.namespace.clone(), rest.unwrap_or_default().to_string()),
+        None => anyhow::bail!(
+            "{:?}: expected svc/<namespace>/<name> or svc/<name>",
+            args.target
+        ),
+    };
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let cidr = ferry_proxy::model::Cidr::parse(&args.cluster_cidr);
+    print!(
+        "{}",
+        ferry_proxy::explain::run(client, &namespace, &name, &node, cidr).await?
+    );
+    Ok(())
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {

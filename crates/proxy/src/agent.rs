@@ -165,6 +165,12 @@ impl Syncer {
             node_ips: node_addresses(&self.netns).await,
             cluster_cidr: config.cluster_cidr,
         };
+        if self.previous.is_none()
+            && let Some(live) = &self.applied
+        {
+            // First sync after a (re)start: keep the live ids.
+            self.ids.seed(&plan, live);
+        }
         let want = crate::nftables::render(&plan, &mut self.ids, &options);
         let batch = want.diff(self.applied.as_ref());
         if !batch.is_empty()

@@ -14,8 +14,15 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-/// Annotation choosing the endpoint scheduler of a Service.
+/// Annotation choosing the endpoint scheduler of a Service: `random`
+/// (the default, kube-proxy's), `rr`, `wrr` or `sh`. IPVS's `lc`/`wlc`
+/// are refused: nf_tables cannot pick the endpoint with the fewest active
+/// connections while evaluating a rule (it has no per-endpoint counter it
+/// can compare across endpoints; IPVS keeps its own connection table).
 pub const SCHEDULER_ANNOTATION: &str = "ferry.dev/scheduler";
+/// Endpoint weights for `wrr`: `<pod name or IP>=<weight>,...`; endpoints
+/// not listed weigh 1.
+pub const WEIGHTS_ANNOTATION: &str = "ferry.dev/weights";
 
 /// Transport protocol of a service port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,6 +68,9 @@ pub enum Scheduler {
     Random,
     /// Round robin (`numgen inc`).
     RoundRobin,
+    /// Weighted round robin (`numgen inc` over a bucket table filled in
+    /// smooth weighted order), weights from [`WEIGHTS_ANNOTATION`].
+    WeightedRoundRobin,
     /// Source hash: one client address always reaches the same endpoint.
     SourceHash,
 }
@@ -139,6 +149,8 @@ pub struct ServicePort {
     pub source_ranges: Vec<Cidr>,
     pub health_check_node_port: Option<u16>,
     pub scheduler: Scheduler,
+    /// `wrr` weights by pod name or endpoint IP.
+    pub weights: BTreeMap<String, u32>,
 }
 
 impl ServicePort {
@@ -229,13 +241,43 @@ pub fn service_ports(svc: &Service) -> Result<Vec<ServicePort>, Problem> {
     {
         None | Some("random") => Scheduler::Random,
         Some("rr") => Scheduler::RoundRobin,
+        Some("wrr") => Scheduler::WeightedRoundRobin,
         Some("sh") => Scheduler::SourceHash,
+        Some(other @ ("lc" | "wlc")) => {
+            return Err(problem(format!(
+                "unsupported {SCHEDULER_ANNOTATION} {other:?}: least-connection scheduling is not possible in nf_tables; use random, rr, wrr or sh"
+            )));
+        }
         Some(other) => {
             return Err(problem(format!(
-                "unsupported {SCHEDULER_ANNOTATION} {other:?}: use random, rr or sh"
+                "unsupported {SCHEDULER_ANNOTATION} {other:?}: use random, rr, wrr or sh"
             )));
         }
     };
+    let mut weights = BTreeMap::new();
+    if let Some(w) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(WEIGHTS_ANNOTATION))
+    {
+        for item in w.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let parsed = item
+                .split_once('=')
+                .and_then(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<u32>().ok()?)))
+                .filter(|(_, v)| *v <= 100);
+            match parsed {
+                Some((k, v)) => {
+                    weights.insert(k, v);
+                }
+                None => {
+                    return Err(problem(format!(
+                        "invalid {WEIGHTS_ANNOTATION} entry {item:?}: expected <pod name or IP>=<weight 0-100>"
+                    )));
+                }
+            }
+        }
+    }
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let health_check_node_port = spec
@@ -267,6 +309,7 @@ pub fn service_ports(svc: &Service) -> Result<Vec<ServicePort>, Problem> {
             source_ranges: source_ranges.clone(),
             health_check_node_port,
             scheduler,
+            weights: weights.clone(),
         });
     }
     Ok(out)
@@ -281,6 +324,8 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     pub node: Option<String>,
+    /// The pod behind the endpoint (`targetRef.name`), if any.
+    pub pod: Option<String>,
 }
 
 /// The endpoints of `port_name`/`protocol` across a Service's IPv4
@@ -319,6 +364,7 @@ pub fn endpoints_for(
                     serving,
                     terminating,
                     node: ep.node_name.clone(),
+                    pod: ep.target_ref.as_ref().and_then(|r| r.name.clone()),
                 };
                 // A ready copy wins over a stale one.
                 match by_key.get(&(ip, port)) {
@@ -530,6 +576,7 @@ mod tests {
             serving: s,
             terminating: t,
             node: Some(node.into()),
+            pod: None,
         };
         let eps = vec![
             e("10.244.1.5", "n1", true, true, false),

@@ -11,10 +11,12 @@
 //!
 //! Maps and sets (K3 = `ip daddr . meta l4proto . th dport`, K2 =
 //! `meta l4proto . th dport` on one of `node-ips`):
-//! - `service-ids` (K3 → id) and `node-port-ids` (K2 → id): plain ports;
-//!   one rule picks `numgen random mod BUCKETS` and DNATs to the element
-//!   of `backends` (`id . bucket` → `addr . port`), a Maglev-like table
-//!   filled round robin over the endpoints;
+//! - `service-ids` (K3 → `id . n`) and `node-port-ids` (K2 → `id . n`):
+//!   plain ports, n endpoints; one rule draws `numgen random mod BUCKETS`,
+//!   folds it to a slot with the constant map `reduce` (`n . bucket` →
+//!   `bucket mod n`, one row per endpoint count in use) and DNATs to the
+//!   element of `backends` (`id . slot` → `addr . port`): one element per
+//!   endpoint, so a Service costs a few elements whatever its size;
 //! - `service-chains` / `node-port-chains` (K3/K2 → `goto svc-<id>`):
 //!   ports with session affinity or another scheduler get a chain of
 //!   their own (affinity map, `numgen inc`, `jhash ip saddr`);
@@ -40,16 +42,18 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ferry_netlink::nftables::{
-    Chain, ChainType, CmpOp, DataType, Family, Hook, Load, Register, Rule, Ruleset, Set,
-    SetElement, SetFlags, Table, Value, Verdict, priority,
+    Chain, ChainType, CmpOp, DataType, ElementData, Family, Hook, Load, Register, Rule, Ruleset,
+    Set, SetElement, SetFlags, Table, Value, Verdict, priority,
 };
 
 use crate::model::{Categorized, Cidr, Endpoint, Plan, Protocol, Scheduler, ServicePort};
 
 /// The proxy's table.
 pub const TABLE: &str = "ferry-proxy";
-/// Buckets per backend set in `backends`: 60 divides evenly by 1-6, 10,
-/// 12, 15, 20 and 30 endpoints, so those counts get exactly equal shares.
+/// Random draws per pick, folded onto the endpoints by `reduce`: 60
+/// divides evenly by 1-6, 10, 12, 15, 20 and 30 endpoints, so those counts
+/// get exactly equal shares (others are off by at most one draw in 60).
+/// `wrr` sets hold this many weighted slots.
 pub const BUCKETS: u32 = 60;
 /// Mark bit for connections to masquerade (kube-proxy uses the same bit).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -112,6 +116,76 @@ impl Ids {
             }
             keep
         });
+    }
+
+    /// Takes over the ids a running table already uses (after a restart),
+    /// so the first sync rewrites nothing that is still right. A set's id
+    /// is read from the element its first address (or NodePort) has in
+    /// `service-ids`/`service-chains` (`node-port-*`).
+    pub fn seed(&mut self, plan: &Plan, live: &Ruleset) {
+        let lookup = |maps: [&str; 2], key: &Value| -> Option<u32> {
+            live.sets
+                .iter()
+                .filter(|s| maps.contains(&s.set.name.as_str()))
+                .flat_map(|s| &s.elements)
+                .find(|e| &e.key == key)
+                .and_then(|e| match &e.data {
+                    Some(ElementData::Value(v)) => {
+                        Some(u32::from_ne_bytes(v.as_bytes().get(..4)?.try_into().ok()?))
+                    }
+                    Some(ElementData::Verdict(Verdict::Goto(chain))) => {
+                        chain.strip_prefix("svc-")?.parse().ok()
+                    }
+                    _ => None,
+                })
+        };
+        let mut taken: HashSet<u32> = self.by_key.values().copied().collect();
+        for (port, _) in &plan.ports {
+            let internal = port.cluster_ips.first().map(|ip| {
+                (
+                    port.internal_local,
+                    ["service-ids", "service-chains"],
+                    k3(*ip, port.protocol, port.port),
+                )
+            });
+            let external_local = port.external_local && port.has_external();
+            let external = port
+                .external_ips
+                .iter()
+                .chain(&port.load_balancer_ips)
+                .next()
+                .map(|ip| {
+                    (
+                        external_local,
+                        ["service-ids", "service-chains"],
+                        k3(*ip, port.protocol, port.port),
+                    )
+                })
+                .or_else(|| {
+                    port.node_port.map(|np| {
+                        (
+                            external_local,
+                            ["node-port-ids", "node-port-chains"],
+                            k2(port.protocol, np),
+                        )
+                    })
+                });
+            for (local, maps, key) in internal.into_iter().chain(external) {
+                let set = SetKey::of(port, local);
+                if self.by_key.contains_key(&set) {
+                    continue;
+                }
+                if let Some(id) = lookup(maps, &key).filter(|id| *id > 0 && taken.insert(*id)) {
+                    self.by_key.insert(set, id);
+                    self.next = self.next.max(id);
+                }
+            }
+        }
+        // Ids below `next` that nobody took are free.
+        self.free = (1..=self.next)
+            .filter(|id| !taken.contains(id))
+            .rev()
+            .collect();
     }
 
     /// The id of a backend set, if it has one.
@@ -183,10 +257,14 @@ struct Elements {
     node_port_drop: Vec<SetElement>,
     node_port_no_endpoints: Vec<SetElement>,
     masq_external: Vec<SetElement>,
+    pod_external_ids: Vec<SetElement>,
+    pod_external_chains: Vec<SetElement>,
     masq_node_ports: Vec<SetElement>,
     firewall: Vec<SetElement>,
     firewall_allow: Vec<SetElement>,
     backends: Vec<SetElement>,
+    /// Endpoint counts of plain sets (rows of `reduce`).
+    counts: BTreeSet<u32>,
     affinity_endpoints: Vec<SetElement>,
     cluster_ips: BTreeSet<Ipv4Addr>,
     hairpin: BTreeSet<Ipv4Addr>,
@@ -207,7 +285,11 @@ impl Elements {
             Target::Set { id, .. } if special => self
                 .service_chains
                 .push(element.verdict(Verdict::Goto(set_chain(*id)))),
-            Target::Set { id, .. } => self.service_ids.push(element.data(Value::new().mark(*id))),
+            Target::Set { id, endpoints } => {
+                self.counts.insert(endpoints.len() as u32);
+                self.service_ids
+                    .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+            }
             Target::Drop => self.drop.push(element),
             Target::Reject => self.no_endpoints.push(element),
         }
@@ -223,9 +305,11 @@ impl Elements {
             Target::Set { id, .. } if special => self
                 .node_port_chains
                 .push(element.verdict(Verdict::Goto(set_chain(*id)))),
-            Target::Set { id, .. } => self
-                .node_port_ids
-                .push(element.data(Value::new().mark(*id))),
+            Target::Set { id, endpoints } => {
+                self.counts.insert(endpoints.len() as u32);
+                self.node_port_ids
+                    .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+            }
             Target::Drop => self.node_port_drop.push(element),
             Target::Reject => self.node_port_no_endpoints.push(element),
         }
@@ -281,13 +365,39 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
             el.dispatch3(k3(*ip, port.protocol, port.port), &internal, special);
         }
         let masquerade_external = !port.external_local;
+        // Pods reaching an external or LoadBalancer IP get Cluster
+        // semantics even under a Local policy (as kube-proxy does).
+        let from_pods = if port.external_local && options.cluster_cidr.is_some() {
+            match target(false) {
+                Target::Set { id, endpoints } => {
+                    emitted
+                        .entry(id)
+                        .or_insert_with(|| emit_set(&mut el, port, id, false, endpoints, &table));
+                    Some((id, endpoints.len() as u32))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
         for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
             let key = k3(*ip, port.protocol, port.port);
-            if el.dispatch3(key.clone(), &external, special)
-                && masquerade_external
-                && matches!(external, Target::Set { .. })
-            {
-                el.masq_external.push(SetElement::new(key));
+            if !el.dispatch3(key.clone(), &external, special) {
+                continue;
+            }
+            if masquerade_external && matches!(external, Target::Set { .. }) {
+                el.masq_external.push(SetElement::new(key.clone()));
+            }
+            if let Some((id, n)) = from_pods {
+                let e = SetElement::new(key);
+                if special {
+                    el.pod_external_chains
+                        .push(e.verdict(Verdict::Goto(set_chain(id))));
+                } else {
+                    el.counts.insert(n);
+                    el.pod_external_ids
+                        .push(e.data(Value::new().mark(id).mark(n)));
+                }
             }
         }
         if !port.source_ranges.is_empty() {
@@ -325,10 +435,16 @@ fn emit_set(
     endpoints: &[Endpoint],
     table: &Table,
 ) -> Option<SetChain> {
-    for bucket in 0..BUCKETS {
-        let ep = &endpoints[bucket as usize % endpoints.len()];
+    // Slot i holds endpoint i; `wrr` has BUCKETS slots in weighted order.
+    let order = if port.scheduler == Scheduler::WeightedRoundRobin {
+        weighted_order(port, endpoints)
+    } else {
+        (0..endpoints.len()).collect()
+    };
+    for (slot, index) in (0u32..).zip(order) {
+        let ep = &endpoints[index];
         el.backends.push(
-            SetElement::new(Value::new().mark(id).mark(bucket))
+            SetElement::new(Value::new().mark(id).mark(slot))
                 .data(Value::new().ipv4(ep.ip).inet_service(ep.port)),
         );
     }
@@ -350,16 +466,17 @@ fn emit_set(
     let mut rules = Vec::new();
     let mut affinity_set = None;
     let id_bytes = Value::new().mark(id);
-    // Bucket into slot 9, then `backends[id . bucket]` into slots 0-1.
+    // Slot into register 9, then `backends[id . slot]` into slots 0-1.
+    let n = endpoints.len() as u32;
     let pick = Rule::new();
     let pick = match port.scheduler {
-        Scheduler::Random => pick.numgen_random(BUCKETS, Register::r32(9)),
-        // Buckets 0..n hold endpoints 0..n in order.
-        Scheduler::RoundRobin => pick.numgen_inc(endpoints.len() as u32, Register::r32(9)),
+        Scheduler::Random => pick.numgen_random(n, Register::r32(9)),
+        Scheduler::RoundRobin => pick.numgen_inc(n, Register::r32(9)),
+        Scheduler::WeightedRoundRobin => pick.numgen_inc(BUCKETS, Register::r32(9)),
         Scheduler::SourceHash => pick.payload_ip_saddr(Register::R1).jhash(
             Register::R1,
             4,
-            BUCKETS,
+            n,
             SOURCE_HASH_SEED,
             Register::r32(9),
         ),
@@ -416,10 +533,47 @@ fn emit_set(
             .comment(match port.scheduler {
                 Scheduler::Random => "random endpoint",
                 Scheduler::RoundRobin => "round robin (numgen inc)",
+                Scheduler::WeightedRoundRobin => {
+                    "weighted round robin (numgen inc over weighted buckets)"
+                }
                 Scheduler::SourceHash => "source hash (jhash ip saddr)",
             }),
     );
     Some((chain, rules, affinity_set))
+}
+
+/// For `wrr`: which endpoint each of the [`BUCKETS`] buckets holds, in
+/// smooth weighted round-robin order (nginx's: each step every endpoint
+/// gains its weight, the richest is picked and pays the total), so
+/// `numgen inc` walks them interleaved, in proportion to the weights.
+fn weighted_order(port: &ServicePort, endpoints: &[Endpoint]) -> Vec<usize> {
+    let mut weights: Vec<i64> = endpoints
+        .iter()
+        .map(|e| {
+            e.pod
+                .as_ref()
+                .and_then(|p| port.weights.get(p))
+                .or_else(|| port.weights.get(&e.ip.to_string()))
+                .map_or(1, |w| i64::from(*w))
+        })
+        .collect();
+    if weights.iter().all(|w| *w == 0) {
+        weights.iter_mut().for_each(|w| *w = 1);
+    }
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..BUCKETS)
+        .map(|_| {
+            for (c, w) in current.iter_mut().zip(&weights) {
+                *c += w;
+            }
+            let best = (0..current.len())
+                .max_by_key(|i| (current[*i], std::cmp::Reverse(*i)))
+                .unwrap_or(0);
+            current[best] -= total;
+            best
+        })
+        .collect()
 }
 
 fn finish(
@@ -463,6 +617,18 @@ fn finish(
             el.backends,
         )
         .add_set(
+            map("reduce", &[Mark, Mark], &[Mark]).comment("n . bucket -> bucket mod n"),
+            el.counts
+                .iter()
+                .flat_map(|n| {
+                    (0..BUCKETS).map(move |b| {
+                        SetElement::new(Value::new().mark(*n).mark(b))
+                            .data(Value::new().mark(b % n))
+                    })
+                })
+                .collect(),
+        )
+        .add_set(
             set("affinity-endpoints", &[Mark, Addr, InetService]),
             el.affinity_endpoints,
         );
@@ -476,11 +642,14 @@ fn finish(
         ruleset.add_chain(chain, rules);
     }
     ruleset
-        .add_set(map("service-ids", &k3_type, &[Mark]), el.service_ids)
+        .add_set(map("service-ids", &k3_type, &[Mark, Mark]), el.service_ids)
         .add_set(vmap("service-chains", &k3_type), el.service_chains)
         .add_set(set("drop", &k3_type), el.drop)
         .add_set(set("no-endpoints", &k3_type), el.no_endpoints)
-        .add_set(map("node-port-ids", &k2_type, &[Mark]), el.node_port_ids)
+        .add_set(
+            map("node-port-ids", &k2_type, &[Mark, Mark]),
+            el.node_port_ids,
+        )
         .add_set(vmap("node-port-chains", &k2_type), el.node_port_chains)
         .add_set(set("node-port-drop", &k2_type), el.node_port_drop)
         .add_set(
@@ -488,6 +657,14 @@ fn finish(
             el.node_port_no_endpoints,
         )
         .add_set(set("masq-external", &k3_type), el.masq_external)
+        .add_set(
+            map("pod-external-ids", &k3_type, &[Mark, Mark]),
+            el.pod_external_ids,
+        )
+        .add_set(
+            vmap("pod-external-chains", &k3_type),
+            el.pod_external_chains,
+        )
         .add_set(set("masq-node-ports", &k2_type), el.masq_node_ports)
         .add_set(set("firewall", &k3_type), el.firewall)
         .add_set(
@@ -507,24 +684,34 @@ fn finish(
             .lookup("node-ips", Register::R2)
             .load_concat(Register::R1, &[Load::L4Proto, Load::ThDport])
     };
+    // id into 8, n into 9; a draw into 10; `reduce[n . draw]` into 9;
+    // `backends[id . slot]` into 0-1.
     let to_bucket = |r: Rule, ids: &str| {
         r.lookup_map(ids, Register::R1, Register::r32(8))
-            .numgen_random(BUCKETS, Register::r32(9))
+            .numgen_random(BUCKETS, Register::r32(10))
+            .lookup_map("reduce", Register::r32(9), Register::r32(9))
             .lookup_map("backends", Register::r32(8), Register::R1)
             .dnat(Family::Ip, Register::R1, Some(Register::r32(1)))
     };
+    let from_pods = |cidr: Cidr, op: CmpOp, r: Rule| {
+        r.payload_ip_saddr(Register::R2)
+            .bitwise(Register::R2, Register::R2, cidr.mask().octets(), [0u8; 4])
+            .cmp(Register::R2, op, cidr.network.octets())
+    };
+    // Order: masquerade marks, the source-range firewall, then dispatch
+    // (every dispatch rule ends in a DNAT or a drop).
     let mut services = Vec::new();
     if let Some(cidr) = options.cluster_cidr {
-        let mask = cidr.mask();
         services.push(
-            Rule::new()
-                .payload_ip_daddr(Register::R1)
-                .lookup("cluster-ips", Register::R1)
-                .payload_ip_saddr(Register::R2)
-                .bitwise(Register::R2, Register::R2, mask.octets(), [0u8; 4])
-                .cmp(Register::R2, CmpOp::Neq, cidr.network.octets())
-                .or_mark(MASQUERADE_MARK)
-                .comment("ClusterIP traffic from outside the cluster CIDR is masqueraded"),
+            from_pods(
+                cidr,
+                CmpOp::Neq,
+                Rule::new()
+                    .payload_ip_daddr(Register::R1)
+                    .lookup("cluster-ips", Register::R1),
+            )
+            .or_mark(MASQUERADE_MARK)
+            .comment("ClusterIP traffic from outside the cluster CIDR is masqueraded"),
         );
     }
     services.extend([
@@ -545,6 +732,22 @@ fn finish(
             .lookup_not("firewall-allow", Register::R1)
             .drop()
             .comment("loadBalancerSourceRanges"),
+    ]);
+    if let Some(cidr) = options.cluster_cidr {
+        services.push(
+            from_pods(cidr, CmpOp::Eq, k3_load(Rule::new()))
+                .lookup_vmap("pod-external-chains", Register::R1)
+                .comment("pods to an external IP under Local: Cluster semantics"),
+        );
+        services.push(
+            to_bucket(
+                from_pods(cidr, CmpOp::Eq, k3_load(Rule::new())),
+                "pod-external-ids",
+            )
+            .comment("pods to an external IP under Local: Cluster semantics"),
+        );
+    }
+    services.extend([
         k3_load(Rule::new())
             .lookup_vmap("service-chains", Register::R1)
             .comment("service ports with affinity or a scheduler"),
@@ -704,7 +907,12 @@ mod tests {
         let r = render(&p, &mut Ids::default(), &options());
         assert_eq!(elements(&r, "service-ids").len(), 1);
         assert_eq!(elements(&r, "node-port-ids").len(), 1);
-        assert_eq!(elements(&r, "backends").len(), BUCKETS as usize);
+        assert_eq!(elements(&r, "backends").len(), 2, "one per endpoint");
+        assert_eq!(
+            elements(&r, "reduce").len(),
+            BUCKETS as usize,
+            "one row: n = 2"
+        );
         assert_eq!(elements(&r, "masq-node-ports").len(), 1, "Cluster policy");
         assert_eq!(elements(&r, "hairpin").len(), 2);
         assert_eq!(
@@ -832,6 +1040,57 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_seeded_from_the_live_table_changes_nothing() {
+        let mut sticky = svc(
+            "sticky",
+            "10.96.0.40",
+            json!({"type": "NodePort", "sessionAffinity": "ClientIP", "externalTrafficPolicy": "Local"}),
+        );
+        sticky
+            .spec
+            .as_mut()
+            .expect("spec")
+            .ports
+            .as_mut()
+            .expect("ports")[0]
+            .node_port = Some(30090);
+        let services: Vec<Service> = (0..20)
+            .map(|i| svc(&format!("s{i:02}"), &format!("10.96.1.{i}"), json!({})))
+            .chain([sticky])
+            .collect();
+        let slices: Vec<EndpointSlice> = (0..20)
+            .map(|i| slice(&format!("s{i:02}"), &[("10.244.1.5", "n1")]))
+            .chain([slice(
+                "sticky",
+                &[("10.244.1.6", "n1"), ("10.244.2.6", "n2")],
+            )])
+            .collect();
+        let svc_refs: Vec<&Service> = services.iter().collect();
+        let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
+        // Ids handed out in a different order than a fresh start would.
+        let mut ids = Ids::default();
+        render(
+            &plan(&svc_refs[10..], &slice_refs, "n1"),
+            &mut ids,
+            &options(),
+        );
+        let p = plan(&svc_refs, &slice_refs, "n1");
+        let live = render(&p, &mut ids, &options());
+        let mut fresh = Ids::default();
+        assert!(
+            !render(&p, &mut fresh.clone(), &options())
+                .diff(Some(&live))
+                .is_empty()
+        );
+        fresh.seed(&p, &live);
+        let again = render(&p, &mut fresh, &options());
+        assert!(
+            again.diff(Some(&live)).is_empty(),
+            "seeded ids rewrite nothing"
+        );
+    }
+
+    #[test]
     fn ids_are_stable_and_claims_unique() {
         let b = svc("b", "10.96.0.30", json!({"externalIPs": ["203.0.113.9"]}));
         let c = svc("c", "10.96.0.31", json!({"externalIPs": ["203.0.113.9"]}));
@@ -871,5 +1130,52 @@ mod tests {
             ..key_b
         };
         assert_eq!(ids.id(&key_d), Some(id_b));
+    }
+}
+
+#[cfg(test)]
+mod weighted_tests {
+    use super::*;
+
+    #[test]
+    fn weighted_buckets_follow_weights_interleaved() {
+        let ep = |last: u8, pod: &str| Endpoint {
+            ip: Ipv4Addr::new(10, 244, 1, last),
+            port: 80,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node: None,
+            pod: Some(pod.into()),
+        };
+        let eps = [ep(1, "heavy"), ep(2, "light")];
+        let port = ServicePort {
+            namespace: "default".into(),
+            name: "w".into(),
+            port_name: String::new(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+            cluster_ips: vec![],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            external_local: false,
+            internal_local: false,
+            affinity_seconds: None,
+            source_ranges: vec![],
+            health_check_node_port: None,
+            scheduler: Scheduler::WeightedRoundRobin,
+            weights: [("heavy".to_string(), 3), ("10.244.1.2".to_string(), 1)].into(),
+        };
+        let order = weighted_order(&port, &eps);
+        assert_eq!(order.iter().filter(|i| **i == 0).count(), 45);
+        assert_eq!(order.iter().filter(|i| **i == 1).count(), 15);
+        // Smooth: the light endpoint comes every fourth bucket.
+        assert_eq!(&order[..8], &[0, 0, 1, 0, 0, 0, 1, 0]);
+        // Zero everywhere means equal shares, not nothing.
+        let mut zero = port.clone();
+        zero.weights = [("heavy".to_string(), 0), ("light".to_string(), 0)].into();
+        let order = weighted_order(&zero, &eps);
+        assert_eq!(order.iter().filter(|i| **i == 0).count(), 30);
     }
 }
