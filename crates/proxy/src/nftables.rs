@@ -37,7 +37,7 @@
 //! NodePorts answer on `node-ips`, the node's addresses, never on loopback
 //! (CVE-2020-8558).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -104,6 +104,15 @@ impl Ids {
         });
         self.by_key.insert(key.clone(), id);
         id
+    }
+
+    /// Frees the ids of `sets`.
+    fn release(&mut self, sets: &HashSet<SetKey>) {
+        for key in sets {
+            if let Some(id) = self.by_key.remove(key) {
+                self.free.push(id);
+            }
+        }
     }
 
     /// Frees the ids of sets not in `used`.
@@ -245,8 +254,12 @@ fn affinity_map(id: u32) -> String {
 /// A special backend set's chain, its rules and its affinity map.
 type SetChain = (Chain, Vec<Rule>, Option<Set>);
 
-/// Set elements collected while walking the plan.
-#[derive(Default)]
+/// A Service: namespace and name.
+pub type SvcKey = (String, String);
+
+/// Set elements collected while walking the plan (one Service's, or the
+/// union of all).
+#[derive(Clone, Debug, Default, PartialEq)]
 struct Elements {
     service_ids: Vec<SetElement>,
     service_chains: Vec<SetElement>,
@@ -263,70 +276,196 @@ struct Elements {
     firewall: Vec<SetElement>,
     firewall_allow: Vec<SetElement>,
     backends: Vec<SetElement>,
-    /// Endpoint counts of plain sets (rows of `reduce`).
-    counts: BTreeSet<u32>,
     affinity_endpoints: Vec<SetElement>,
+    /// Shared between Services (counted, not owned): endpoint counts of
+    /// plain sets (rows of `reduce`), ClusterIPs, endpoint addresses.
+    counts: BTreeSet<u32>,
     cluster_ips: BTreeSet<Ipv4Addr>,
     hairpin: BTreeSet<Ipv4Addr>,
-    /// Keys already taken: a second Service claiming the same address and
-    /// port (e.g. the same externalIP) is skipped instead of failing the
-    /// whole batch.
-    claimed3: HashSet<Value>,
-    claimed2: HashSet<Value>,
 }
+
+/// A shared key: which set, and the key.
+type Shared = (&'static str, Value);
 
 impl Elements {
-    fn dispatch3(&mut self, key: Value, target: &Target<'_>, special: bool) -> bool {
-        if !self.claimed3.insert(key.clone()) {
-            return false;
-        }
-        let element = SetElement::new(key);
-        match target {
-            Target::Set { id, .. } if special => self
-                .service_chains
-                .push(element.verdict(Verdict::Goto(set_chain(*id)))),
-            Target::Set { id, endpoints } => {
-                self.counts.insert(endpoints.len() as u32);
-                self.service_ids
-                    .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
-            }
-            Target::Drop => self.drop.push(element),
-            Target::Reject => self.no_endpoints.push(element),
-        }
-        true
+    /// The sets whose elements belong to exactly one Service.
+    fn owned(&self) -> [(&'static str, &Vec<SetElement>); 16] {
+        [
+            ("service-ids", &self.service_ids),
+            ("service-chains", &self.service_chains),
+            ("drop", &self.drop),
+            ("no-endpoints", &self.no_endpoints),
+            ("node-port-ids", &self.node_port_ids),
+            ("node-port-chains", &self.node_port_chains),
+            ("node-port-drop", &self.node_port_drop),
+            ("node-port-no-endpoints", &self.node_port_no_endpoints),
+            ("masq-external", &self.masq_external),
+            ("pod-external-ids", &self.pod_external_ids),
+            ("pod-external-chains", &self.pod_external_chains),
+            ("masq-node-ports", &self.masq_node_ports),
+            ("firewall", &self.firewall),
+            ("firewall-allow", &self.firewall_allow),
+            ("backends", &self.backends),
+            ("affinity-endpoints", &self.affinity_endpoints),
+        ]
     }
 
-    fn dispatch2(&mut self, key: Value, target: &Target<'_>, special: bool) -> bool {
-        if !self.claimed2.insert(key.clone()) {
-            return false;
+    fn owned_mut(&mut self) -> [&mut Vec<SetElement>; 16] {
+        [
+            &mut self.service_ids,
+            &mut self.service_chains,
+            &mut self.drop,
+            &mut self.no_endpoints,
+            &mut self.node_port_ids,
+            &mut self.node_port_chains,
+            &mut self.node_port_drop,
+            &mut self.node_port_no_endpoints,
+            &mut self.masq_external,
+            &mut self.pod_external_ids,
+            &mut self.pod_external_chains,
+            &mut self.masq_node_ports,
+            &mut self.firewall,
+            &mut self.firewall_allow,
+            &mut self.backends,
+            &mut self.affinity_endpoints,
+        ]
+    }
+
+    /// Keys of the shared sets this holds (`reduce` rows by count).
+    fn shared(&self) -> BTreeSet<Shared> {
+        let mut out = BTreeSet::new();
+        out.extend(
+            self.counts
+                .iter()
+                .map(|n| ("reduce", Value::new().mark(*n))),
+        );
+        out.extend(
+            self.cluster_ips
+                .iter()
+                .map(|ip| ("cluster-ips", Value::new().ipv4(*ip))),
+        );
+        out.extend(
+            self.hairpin
+                .iter()
+                .map(|ip| ("hairpin", Value::new().ipv4(*ip).ipv4(*ip))),
+        );
+        out
+    }
+
+    fn merge(&mut self, other: &Elements) {
+        for (mine, theirs) in self.owned_mut().into_iter().zip(other.owned()) {
+            mine.extend(theirs.1.iter().cloned());
         }
-        let element = SetElement::new(key);
-        match target {
-            Target::Set { id, .. } if special => self
-                .node_port_chains
-                .push(element.verdict(Verdict::Goto(set_chain(*id)))),
-            Target::Set { id, endpoints } => {
-                self.counts.insert(endpoints.len() as u32);
-                self.node_port_ids
-                    .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
-            }
-            Target::Drop => self.node_port_drop.push(element),
-            Target::Reject => self.node_port_no_endpoints.push(element),
-        }
-        true
+        self.counts.extend(&other.counts);
+        self.cluster_ips.extend(&other.cluster_ips);
+        self.hairpin.extend(&other.hairpin);
     }
 }
 
-/// The whole desired table for `plan`. `ids` carries backend-set ids from
-/// one sync to the next.
-pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
-    let table = Table::new(Family::Ip, TABLE).comment("ferry proxy: Services");
-    let mut el = Elements::default();
-    let mut used = HashSet::new();
-    // Backend sets already emitted, with their chains when special.
-    let mut emitted: BTreeMap<u32, Option<SetChain>> = BTreeMap::new();
+/// Who holds which dispatch key: a second Service claiming the same
+/// address and port (e.g. the same externalIP) is skipped instead of
+/// failing the whole batch.
+#[derive(Clone, Debug, Default)]
+pub struct Claims(HashMap<Value, SvcKey>);
 
-    for (port, cat) in &plan.ports {
+impl Claims {
+    fn take(&mut self, key: &Value, svc: &SvcKey) -> bool {
+        match self.0.get(key) {
+            Some(owner) => owner == svc,
+            None => {
+                self.0.insert(key.clone(), svc.clone());
+                true
+            }
+        }
+    }
+
+    fn release(&mut self, svc: &SvcKey) {
+        self.0.retain(|_, owner| owner != svc);
+    }
+}
+
+/// What one Service contributes to the table.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Fragment {
+    elements: Elements,
+    /// Special backend sets' chains (and affinity maps), by id.
+    chains: BTreeMap<u32, SetChain>,
+    sets: Vec<SetKey>,
+}
+
+fn dispatch3(
+    el: &mut Elements,
+    claims: &mut Claims,
+    svc: &SvcKey,
+    key: Value,
+    target: &Target<'_>,
+    special: bool,
+) -> bool {
+    if !claims.take(&key, svc) {
+        return false;
+    }
+    let element = SetElement::new(key);
+    match target {
+        Target::Set { id, .. } if special => el
+            .service_chains
+            .push(element.verdict(Verdict::Goto(set_chain(*id)))),
+        Target::Set { id, endpoints } => {
+            el.counts.insert(endpoints.len() as u32);
+            el.service_ids
+                .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+        }
+        Target::Drop => el.drop.push(element),
+        Target::Reject => el.no_endpoints.push(element),
+    }
+    true
+}
+
+fn dispatch2(
+    el: &mut Elements,
+    claims: &mut Claims,
+    svc: &SvcKey,
+    key: Value,
+    target: &Target<'_>,
+    special: bool,
+) -> bool {
+    // NodePort keys live in their own maps; tag the claim so it cannot
+    // collide with an address key.
+    if !claims.take(&Value::new().bytes(b"np").bytes(key.as_bytes()), svc) {
+        return false;
+    }
+    let element = SetElement::new(key);
+    match target {
+        Target::Set { id, .. } if special => el
+            .node_port_chains
+            .push(element.verdict(Verdict::Goto(set_chain(*id)))),
+        Target::Set { id, endpoints } => {
+            el.counts.insert(endpoints.len() as u32);
+            el.node_port_ids
+                .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+        }
+        Target::Drop => el.node_port_drop.push(element),
+        Target::Reject => el.node_port_no_endpoints.push(element),
+    }
+    true
+}
+
+fn table() -> Table {
+    Table::new(Family::Ip, TABLE).comment("ferry proxy: Services")
+}
+
+/// The fragment of one Service (`ports`: all its ports, from the plan).
+fn render_service(
+    svc: &SvcKey,
+    ports: &[(ServicePort, Categorized)],
+    ids: &mut Ids,
+    claims: &mut Claims,
+    options: &Options,
+) -> Fragment {
+    let table = table();
+    let mut f = Fragment::default();
+    let el = &mut f.elements;
+    let mut emitted: BTreeMap<u32, Option<SetChain>> = BTreeMap::new();
+    for (port, cat) in ports {
         let Categorized {
             cluster,
             local,
@@ -337,7 +476,7 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
             if !endpoints.is_empty() {
                 let key = SetKey::of(port, local_policy);
                 let id = ids.get(&key);
-                used.insert(key);
+                f.sets.push(key);
                 Target::Set { id, endpoints }
             } else if *has_any {
                 Target::Drop
@@ -347,6 +486,16 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
         };
         let internal = target(port.internal_local);
         let external = target(port.external_local && port.has_external());
+        // Pods reaching an external or LoadBalancer IP get Cluster
+        // semantics even under a Local policy (as kube-proxy does).
+        let from_pods = if port.external_local && options.cluster_cidr.is_some() {
+            match target(false) {
+                Target::Set { id, endpoints } => Some((id, endpoints)),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let special = special(port);
         let policies = [
             port.internal_local,
@@ -356,44 +505,42 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
             if let Target::Set { id, endpoints } = t {
                 emitted
                     .entry(*id)
-                    .or_insert_with(|| emit_set(&mut el, port, *id, local, endpoints, &table));
+                    .or_insert_with(|| emit_set(el, port, *id, local, endpoints, &table));
             }
+        }
+        if let Some((id, endpoints)) = from_pods {
+            emitted
+                .entry(id)
+                .or_insert_with(|| emit_set(el, port, id, false, endpoints, &table));
         }
 
         for ip in &port.cluster_ips {
             el.cluster_ips.insert(*ip);
-            el.dispatch3(k3(*ip, port.protocol, port.port), &internal, special);
+            dispatch3(
+                el,
+                claims,
+                svc,
+                k3(*ip, port.protocol, port.port),
+                &internal,
+                special,
+            );
         }
         let masquerade_external = !port.external_local;
-        // Pods reaching an external or LoadBalancer IP get Cluster
-        // semantics even under a Local policy (as kube-proxy does).
-        let from_pods = if port.external_local && options.cluster_cidr.is_some() {
-            match target(false) {
-                Target::Set { id, endpoints } => {
-                    emitted
-                        .entry(id)
-                        .or_insert_with(|| emit_set(&mut el, port, id, false, endpoints, &table));
-                    Some((id, endpoints.len() as u32))
-                }
-                _ => None,
-            }
-        } else {
-            None
-        };
         for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
             let key = k3(*ip, port.protocol, port.port);
-            if !el.dispatch3(key.clone(), &external, special) {
+            if !dispatch3(el, claims, svc, key.clone(), &external, special) {
                 continue;
             }
             if masquerade_external && matches!(external, Target::Set { .. }) {
                 el.masq_external.push(SetElement::new(key.clone()));
             }
-            if let Some((id, n)) = from_pods {
+            if let Some((id, endpoints)) = from_pods {
                 let e = SetElement::new(key);
                 if special {
                     el.pod_external_chains
                         .push(e.verdict(Verdict::Goto(set_chain(id))));
                 } else {
+                    let n = endpoints.len() as u32;
                     el.counts.insert(n);
                     el.pod_external_ids
                         .push(e.data(Value::new().mark(id).mark(n)));
@@ -414,7 +561,7 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
         }
         if let Some(node_port) = port.node_port {
             let key = k2(port.protocol, node_port);
-            if el.dispatch2(key.clone(), &external, special)
+            if dispatch2(el, claims, svc, key.clone(), &external, special)
                 && masquerade_external
                 && matches!(external, Target::Set { .. })
             {
@@ -422,8 +569,232 @@ pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
             }
         }
     }
-    ids.retain(&used);
-    finish(table, el, emitted, options)
+    f.chains = emitted
+        .into_iter()
+        .filter_map(|(id, c)| Some((id, c?)))
+        .collect();
+    f.sets.sort();
+    f.sets.dedup();
+    f
+}
+
+/// Splits a plan into its Services' ports (the plan is sorted by Service).
+pub fn by_service(plan: &Plan) -> Vec<(SvcKey, &[(ServicePort, Categorized)])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=plan.ports.len() {
+        let boundary = i == plan.ports.len() || {
+            let (a, b) = (&plan.ports[i - 1].0, &plan.ports[i].0);
+            (&a.namespace, &a.name) != (&b.namespace, &b.name)
+        };
+        if boundary {
+            let p = &plan.ports[start].0;
+            out.push(((p.namespace.clone(), p.name.clone()), &plan.ports[start..i]));
+            start = i;
+        }
+    }
+    out
+}
+
+/// The whole desired table for `plan`. `ids` carries backend-set ids from
+/// one sync to the next.
+pub fn render(plan: &Plan, ids: &mut Ids, options: &Options) -> Ruleset {
+    Tables::build(plan, ids, options).0
+}
+
+/// The table as Service fragments, kept between syncs so a change to one
+/// Service is a small batch computed from that Service alone.
+#[derive(Clone, Debug, Default)]
+pub struct Tables {
+    fragments: HashMap<SvcKey, Fragment>,
+    /// How many Services hold each shared key.
+    refs: HashMap<Shared, usize>,
+    claims: Claims,
+    options: Options,
+}
+
+impl Tables {
+    /// Every Service rendered; the whole table and the state for later
+    /// partial updates.
+    pub fn build(plan: &Plan, ids: &mut Ids, options: &Options) -> (Ruleset, Tables) {
+        let mut tables = Tables {
+            options: options.clone(),
+            ..Tables::default()
+        };
+        let mut used = HashSet::new();
+        let mut all = Elements::default();
+        let mut chains = BTreeMap::new();
+        for (svc, ports) in by_service(plan) {
+            let f = render_service(&svc, ports, ids, &mut tables.claims, options);
+            used.extend(f.sets.iter().cloned());
+            all.merge(&f.elements);
+            chains.extend(f.chains.iter().map(|(id, c)| (*id, c.clone())));
+            for key in f.elements.shared() {
+                *tables.refs.entry(key).or_insert(0) += 1;
+            }
+            tables.fragments.insert(svc, f);
+        }
+        ids.retain(&used);
+        (finish(table(), all, chains, options), tables)
+    }
+
+    /// Element and object counts of the table (for metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let elements = self
+            .fragments
+            .values()
+            .map(|f| {
+                f.elements
+                    .owned()
+                    .iter()
+                    .map(|(_, v)| v.len())
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            + self.refs.len();
+        let chains = self.fragments.values().map(|f| f.chains.len()).sum();
+        (elements, chains)
+    }
+
+    /// Re-renders one Service (`ports` empty: it is gone) and adds to
+    /// `batch` what changes in the kernel. Returns whether anything did.
+    pub fn update(
+        &mut self,
+        svc: &SvcKey,
+        ports: &[(ServicePort, Categorized)],
+        ids: &mut Ids,
+        batch: &mut ferry_netlink::nftables::Batch,
+    ) -> bool {
+        let old = self.fragments.remove(svc).unwrap_or_default();
+        self.claims.release(svc);
+        let new = if ports.is_empty() {
+            Fragment::default()
+        } else {
+            render_service(svc, ports, ids, &mut self.claims, &self.options)
+        };
+        // Ids the Service no longer uses are freed.
+        let gone: HashSet<SetKey> = old
+            .sets
+            .iter()
+            .filter(|k| !new.sets.contains(k))
+            .cloned()
+            .collect();
+        ids.release(&gone);
+        if old == new {
+            if !ports.is_empty() {
+                self.fragments.insert(svc.clone(), new);
+            }
+            return false;
+        }
+        let table = table();
+        let defs = set_definitions(&table);
+        let def = |name: &str| defs.iter().find(|s| s.name == name).cloned();
+        // 1. New chains (and affinity maps) before anything jumps to them;
+        //    changed chains get their rules replaced.
+        for (id, (chain, rules, affinity)) in &new.chains {
+            match old.chains.get(id) {
+                Some((_, old_rules, old_affinity)) => {
+                    if old_affinity != affinity {
+                        // A new timeout: a new map (its entries are lost).
+                        batch.flush_chain(chain);
+                        if let Some(a) = old_affinity {
+                            batch.delete_set(a);
+                        }
+                        if let Some(a) = affinity {
+                            batch.add_set(a);
+                        }
+                        rules.iter().for_each(|r| {
+                            batch.add_rule(chain, r);
+                        });
+                    } else if old_rules != rules {
+                        batch.flush_chain(chain);
+                        rules.iter().for_each(|r| {
+                            batch.add_rule(chain, r);
+                        });
+                    }
+                }
+                None => {
+                    if let Some(a) = affinity {
+                        batch.add_set(a);
+                    }
+                    batch.add_chain(chain);
+                    rules.iter().for_each(|r| {
+                        batch.add_rule(chain, r);
+                    });
+                }
+            }
+        }
+        // 2. Owned elements: removals, then additions (a changed element
+        //    is a removal and an addition).
+        let mut additions = Vec::new();
+        for ((name, before), (_, after)) in old.elements.owned().iter().zip(new.elements.owned()) {
+            let Some(set) = def(name) else { continue };
+            let removed: Vec<&SetElement> = before.iter().filter(|e| !after.contains(e)).collect();
+            let added: Vec<&SetElement> = after.iter().filter(|e| !before.contains(e)).collect();
+            if !removed.is_empty() {
+                batch.delete_elements(&set, removed);
+            }
+            if !added.is_empty() {
+                additions.push((set, added));
+            }
+        }
+        // 3. Shared keys by reference count.
+        let (old_shared, new_shared) = (old.elements.shared(), new.elements.shared());
+        let mut shared_adds: Vec<(Set, Vec<SetElement>)> = Vec::new();
+        for key in old_shared.difference(&new_shared) {
+            let n = self.refs.entry(key.clone()).or_insert(1);
+            *n -= 1;
+            if *n == 0 {
+                self.refs.remove(key);
+                if let Some(set) = def(key.0) {
+                    batch.delete_elements(&set, &shared_elements(key));
+                }
+            }
+        }
+        for key in new_shared.difference(&old_shared) {
+            let n = self.refs.entry(key.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1
+                && let Some(set) = def(key.0)
+            {
+                shared_adds.push((set, shared_elements(key)));
+            }
+        }
+        for (set, elements) in &shared_adds {
+            batch.add_elements(set, elements);
+        }
+        for (set, added) in additions {
+            batch.add_elements(&set, added);
+        }
+        // 4. Chains nothing jumps to any more.
+        for (id, (chain, _, affinity)) in &old.chains {
+            if !new.chains.contains_key(id) {
+                batch.delete_chain(chain);
+                if let Some(a) = affinity {
+                    batch.delete_set(a);
+                }
+            }
+        }
+        if !ports.is_empty() {
+            self.fragments.insert(svc.clone(), new);
+        }
+        true
+    }
+}
+
+/// The elements behind a shared key.
+fn shared_elements(key: &Shared) -> Vec<SetElement> {
+    match key.0 {
+        "reduce" => {
+            let n = u32::from_ne_bytes(key.1.as_bytes().try_into().unwrap_or([1, 0, 0, 0])).max(1);
+            (0..BUCKETS)
+                .map(|b| {
+                    SetElement::new(Value::new().mark(n).mark(b)).data(Value::new().mark(b % n))
+                })
+                .collect()
+        }
+        _ => vec![SetElement::new(key.1.clone())],
+    }
 }
 
 /// Backend elements of one set, and its own chain when the port needs one.
@@ -576,106 +947,82 @@ fn weighted_order(port: &ServicePort, endpoints: &[Endpoint]) -> Vec<usize> {
         .collect()
 }
 
+/// Every set and map of the table, empty (names and types).
+fn set_definitions(table: &Table) -> Vec<Set> {
+    use DataType::{InetProto, InetService, Ipv4Addr as Addr, Mark};
+    let k3 = vec![Addr, InetProto, InetService];
+    let k2 = vec![InetProto, InetService];
+    let set = |name: &str, key: &[DataType]| Set::new(table, name, key.to_vec());
+    let map = |name: &str, key: &[DataType], value: &[DataType]| {
+        Set::map(table, name, key.to_vec(), value.to_vec())
+    };
+    let vmap = |name: &str, key: &[DataType]| Set::verdict_map(table, name, key.to_vec());
+    vec![
+        map("backends", &[Mark, Mark], &[Addr, InetService]),
+        map("reduce", &[Mark, Mark], &[Mark]).comment("n . bucket -> bucket mod n"),
+        set("affinity-endpoints", &[Mark, Addr, InetService]),
+        map("service-ids", &k3, &[Mark, Mark]),
+        vmap("service-chains", &k3),
+        set("drop", &k3),
+        set("no-endpoints", &k3),
+        map("node-port-ids", &k2, &[Mark, Mark]),
+        vmap("node-port-chains", &k2),
+        set("node-port-drop", &k2),
+        set("node-port-no-endpoints", &k2),
+        set("masq-external", &k3),
+        map("pod-external-ids", &k3, &[Mark, Mark]),
+        vmap("pod-external-chains", &k3),
+        set("masq-node-ports", &k2),
+        set("firewall", &k3),
+        set("firewall-allow", &[Addr, InetProto, InetService, Addr])
+            .flags(SetFlags::INTERVAL)
+            .comment("loadBalancerSourceRanges"),
+        set("cluster-ips", &[Addr]),
+        set("node-ips", &[Addr]),
+        set("hairpin", &[Addr, Addr]),
+    ]
+}
+
 fn finish(
     table: Table,
     el: Elements,
-    emitted: BTreeMap<u32, Option<SetChain>>,
+    chains: BTreeMap<u32, SetChain>,
     options: &Options,
 ) -> Ruleset {
-    use DataType::{InetProto, InetService, Ipv4Addr as Addr, Mark};
-    let k3_type = [Addr, InetProto, InetService];
-    let k2_type = [InetProto, InetService];
     let mut ruleset = Ruleset::new(table.clone());
-    let set = |name: &str, key: &[DataType]| Set::new(&table, name, key.to_vec());
-    let map = |name: &str, key: &[DataType], value: &[DataType]| {
-        Set::map(&table, name, key.to_vec(), value.to_vec())
-    };
-    let vmap = |name: &str, key: &[DataType]| Set::verdict_map(&table, name, key.to_vec());
-    let addresses = |ips: &BTreeSet<Ipv4Addr>| {
-        ips.iter()
-            .map(|ip| SetElement::new(Value::new().ipv4(*ip)))
-            .collect::<Vec<_>>()
-    };
     let node_ips: BTreeSet<Ipv4Addr> = options
         .node_ips
         .iter()
         .copied()
         .filter(|ip| !ip.is_loopback())
         .collect();
-    let hairpin = el
-        .hairpin
-        .iter()
-        .map(|ip| SetElement::new(Value::new().ipv4(*ip).ipv4(*ip)))
-        .collect();
-
-    // Chains first in the ruleset only for readability; the diff orders
-    // the batch by dependency.
-    let mut special_chains = Vec::new();
-    ruleset
-        .add_set(
-            map("backends", &[Mark, Mark], &[Addr, InetService]),
-            el.backends,
-        )
-        .add_set(
-            map("reduce", &[Mark, Mark], &[Mark]).comment("n . bucket -> bucket mod n"),
-            el.counts
-                .iter()
-                .flat_map(|n| {
-                    (0..BUCKETS).map(move |b| {
-                        SetElement::new(Value::new().mark(*n).mark(b))
-                            .data(Value::new().mark(b % n))
-                    })
-                })
-                .collect(),
-        )
-        .add_set(
-            set("affinity-endpoints", &[Mark, Addr, InetService]),
-            el.affinity_endpoints,
-        );
-    for (chain, rules, affinity) in emitted.into_values().flatten() {
+    let mut contents: HashMap<&str, Vec<SetElement>> = HashMap::new();
+    for (name, elements) in el.owned() {
+        contents.insert(name, elements.clone());
+    }
+    for key in el.shared() {
+        contents
+            .entry(key.0)
+            .or_default()
+            .extend(shared_elements(&key));
+    }
+    contents.insert(
+        "node-ips",
+        node_ips
+            .iter()
+            .map(|ip| SetElement::new(Value::new().ipv4(*ip)))
+            .collect(),
+    );
+    for set in set_definitions(&table) {
+        let elements = contents.remove(set.name.as_str()).unwrap_or_default();
+        ruleset.add_set(set, elements);
+    }
+    for (chain, rules, affinity) in chains.into_values() {
         if let Some(a) = affinity {
             ruleset.add_set(a, Vec::new());
         }
-        special_chains.push((chain, rules));
-    }
-    for (chain, rules) in special_chains {
         ruleset.add_chain(chain, rules);
     }
-    ruleset
-        .add_set(map("service-ids", &k3_type, &[Mark, Mark]), el.service_ids)
-        .add_set(vmap("service-chains", &k3_type), el.service_chains)
-        .add_set(set("drop", &k3_type), el.drop)
-        .add_set(set("no-endpoints", &k3_type), el.no_endpoints)
-        .add_set(
-            map("node-port-ids", &k2_type, &[Mark, Mark]),
-            el.node_port_ids,
-        )
-        .add_set(vmap("node-port-chains", &k2_type), el.node_port_chains)
-        .add_set(set("node-port-drop", &k2_type), el.node_port_drop)
-        .add_set(
-            set("node-port-no-endpoints", &k2_type),
-            el.node_port_no_endpoints,
-        )
-        .add_set(set("masq-external", &k3_type), el.masq_external)
-        .add_set(
-            map("pod-external-ids", &k3_type, &[Mark, Mark]),
-            el.pod_external_ids,
-        )
-        .add_set(
-            vmap("pod-external-chains", &k3_type),
-            el.pod_external_chains,
-        )
-        .add_set(set("masq-node-ports", &k2_type), el.masq_node_ports)
-        .add_set(set("firewall", &k3_type), el.firewall)
-        .add_set(
-            set("firewall-allow", &[Addr, InetProto, InetService, Addr])
-                .flags(SetFlags::INTERVAL)
-                .comment("loadBalancerSourceRanges"),
-            el.firewall_allow,
-        )
-        .add_set(set("cluster-ips", &[Addr]), addresses(&el.cluster_ips))
-        .add_set(set("node-ips", &[Addr]), addresses(&node_ips))
-        .add_set(set("hairpin", &[Addr, Addr]), hairpin);
 
     let k3_load =
         |r: Rule| r.load_concat(Register::R1, &[Load::IpDaddr, Load::L4Proto, Load::ThDport]);
