@@ -266,6 +266,7 @@ impl Syncer {
         let options = Options {
             node_ips: node_ips.clone(),
             cluster_cidr: config.cluster_cidr,
+            node_name: Some(config.node_name.clone()),
         };
         if self.applied.is_none() {
             self.applied = Ruleset::list(&mut self.conn, &self.table).ok().flatten();

@@ -210,6 +210,9 @@ pub struct Options {
     pub node_ips: Vec<Ipv4Addr>,
     /// Pod network: ClusterIP traffic from outside it is masqueraded.
     pub cluster_cidr: Option<Cidr>,
+    /// This node: only its own endpoints can hairpin (a pod's traffic is
+    /// NATed on its own node). `None`: every endpoint.
+    pub node_name: Option<String>,
 }
 
 /// Where one kind of traffic to a service port goes.
@@ -366,21 +369,37 @@ impl Elements {
 /// address and port (e.g. the same externalIP) is skipped instead of
 /// failing the whole batch.
 #[derive(Clone, Debug, Default)]
-pub struct Claims(HashMap<Value, SvcKey>);
+pub struct Claims {
+    /// Services by a small number, so a claim does not copy names.
+    services: HashMap<SvcKey, u32>,
+    owners: HashMap<Value, u32>,
+}
 
 impl Claims {
+    fn number(&mut self, svc: &SvcKey) -> u32 {
+        if let Some(n) = self.services.get(svc) {
+            return *n;
+        }
+        let n = self.services.len() as u32;
+        self.services.insert(svc.clone(), n);
+        n
+    }
+
     fn take(&mut self, key: &Value, svc: &SvcKey) -> bool {
-        match self.0.get(key) {
-            Some(owner) => owner == svc,
+        let me = self.number(svc);
+        match self.owners.get(key) {
+            Some(owner) => *owner == me,
             None => {
-                self.0.insert(key.clone(), svc.clone());
+                self.owners.insert(key.clone(), me);
                 true
             }
         }
     }
 
     fn release(&mut self, svc: &SvcKey) {
-        self.0.retain(|_, owner| owner != svc);
+        if let Some(me) = self.services.get(svc).copied() {
+            self.owners.retain(|_, owner| *owner != me);
+        }
     }
 }
 
@@ -462,6 +481,7 @@ fn render_service(
     options: &Options,
 ) -> Fragment {
     let table = table();
+    let node = options.node_name.as_deref();
     let mut f = Fragment::default();
     let el = &mut f.elements;
     let mut emitted: BTreeMap<u32, Option<SetChain>> = BTreeMap::new();
@@ -505,13 +525,13 @@ fn render_service(
             if let Target::Set { id, endpoints } = t {
                 emitted
                     .entry(*id)
-                    .or_insert_with(|| emit_set(el, port, *id, local, endpoints, &table));
+                    .or_insert_with(|| emit_set(el, node, port, *id, local, endpoints, &table));
             }
         }
         if let Some((id, endpoints)) = from_pods {
             emitted
                 .entry(id)
-                .or_insert_with(|| emit_set(el, port, id, false, endpoints, &table));
+                .or_insert_with(|| emit_set(el, node, port, id, false, endpoints, &table));
         }
 
         for ip in &port.cluster_ips {
@@ -800,6 +820,7 @@ fn shared_elements(key: &Shared) -> Vec<SetElement> {
 /// Backend elements of one set, and its own chain when the port needs one.
 fn emit_set(
     el: &mut Elements,
+    node: Option<&str>,
     port: &ServicePort,
     id: u32,
     local: bool,
@@ -820,7 +841,13 @@ fn emit_set(
         );
     }
     for ep in endpoints {
-        el.hairpin.insert(ep.ip);
+        let here = match (node, ep.node.as_deref()) {
+            (Some(me), Some(theirs)) => me == theirs,
+            _ => true,
+        };
+        if here {
+            el.hairpin.insert(ep.ip);
+        }
     }
     if !special(port) {
         return None;
@@ -996,11 +1023,14 @@ fn finish(
         .copied()
         .filter(|ip| !ip.is_loopback())
         .collect();
+    let shared = el.shared();
+    let names: Vec<&'static str> = el.owned().iter().map(|(n, _)| *n).collect();
+    let mut el = el;
     let mut contents: HashMap<&str, Vec<SetElement>> = HashMap::new();
-    for (name, elements) in el.owned() {
-        contents.insert(name, elements.clone());
+    for (name, elements) in names.into_iter().zip(el.owned_mut()) {
+        contents.insert(name, std::mem::take(elements));
     }
-    for key in el.shared() {
+    for key in shared {
         contents
             .entry(key.0)
             .or_default()
@@ -1243,6 +1273,7 @@ mod tests {
         Options {
             node_ips: vec![Ipv4Addr::new(172, 30, 0, 11), Ipv4Addr::LOCALHOST],
             cluster_cidr: Cidr::parse("10.244.0.0/16"),
+            node_name: None,
         }
     }
 

@@ -47,6 +47,7 @@ fn cluster_ip_spreads_and_rejects_without_endpoints() {
     let options = ferry_proxy::nftables::Options {
         node_ips: vec![Ipv4Addr::new(10, 244, 9, 2)],
         cluster_cidr: None,
+        node_name: None,
     };
     let mut ids = ferry_proxy::nftables::Ids::default();
     let ruleset = ferry_proxy::nftables::render(&plan, &mut ids, &options);

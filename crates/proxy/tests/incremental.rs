@@ -78,6 +78,7 @@ fn partial_updates_match_a_full_render() {
     let options = Options {
         node_ips: vec![Ipv4Addr::new(172, 30, 0, 11)],
         cluster_cidr: Cidr::parse("10.244.0.0/16"),
+        node_name: Some("n1".into()),
     };
     let mut world = World::new();
     for i in 1..=12u8 {
