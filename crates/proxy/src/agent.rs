@@ -240,8 +240,8 @@ type Ports = Vec<(ServicePort, Categorized)>;
 struct Syncer {
     conn: Connection,
     table: Table,
-    /// The table as last applied by a full sync (`None` after partial
-    /// syncs: the next full sync lists the live one again).
+    /// The live table as listed at start or after an error; a full sync
+    /// diffs against it (and lists it again when it is `None`).
     applied: Option<Ruleset>,
     ids: Ids,
     /// Service fragments, for partial syncs (`None`: next sync is full).
@@ -301,7 +301,10 @@ impl Syncer {
         self.ports = next;
         self.node_ips = node_ips;
         self.tables = Some(tables);
-        self.applied = Some(want);
+        // Not kept: the fragments hold the same elements, and the next full
+        // sync (rare) lists the live table instead.
+        drop(want);
+        self.applied = None;
         self.finish(true, started, batch.len(), deleted);
     }
 
