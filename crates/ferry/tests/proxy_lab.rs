@@ -482,6 +482,12 @@ fn service_proxy_end_to_end() {
     });
     assert_eq!(refused, Outcome::Refused);
     assert!(started.elapsed() < Duration::from_millis(500));
+    // A port the active ClusterIP does not serve is refused too.
+    let unused = addr(&web_ip, "81");
+    let refused = in_netns(&sandbox("client-1", 1), move || {
+        try_get(unused, "/", Duration::from_secs(3))
+    });
+    assert_eq!(refused, Outcome::Refused, "unused port of a ClusterIP");
     let scale = addr(&svc_field(&lab, "scale", "{.spec.clusterIP}"), "80");
     lab.kubectl_ok(&["scale", "deployment", "scale", "--replicas=1"]);
     wait_for(60, "the scale pod to be Ready", || {

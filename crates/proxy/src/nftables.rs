@@ -245,6 +245,13 @@ fn special(port: &ServicePort) -> bool {
     port.affinity_seconds.is_some() || port.scheduler != Scheduler::Random
 }
 
+/// A port needs its own chain: affinity, another scheduler, or more
+/// endpoints than the shared `reduce` map can reach (a draw mod
+/// [`BUCKETS`] never picks slot 60 or above).
+fn needs_chain(port: &ServicePort, cat: &Categorized) -> bool {
+    special(port) || cat.cluster.len() > BUCKETS as usize || cat.local.len() > BUCKETS as usize
+}
+
 /// The name of a backend set's own chain (special ports only).
 pub fn set_chain(id: u32) -> String {
     format!("svc-{id}")
@@ -480,7 +487,6 @@ fn render_service(
     claims: &mut Claims,
     options: &Options,
 ) -> Fragment {
-    let table = table();
     let node = options.node_name.as_deref();
     let mut f = Fragment::default();
     let el = &mut f.elements;
@@ -516,7 +522,7 @@ fn render_service(
         } else {
             None
         };
-        let special = special(port);
+        let special = needs_chain(port, cat);
         let policies = [
             port.internal_local,
             port.external_local && port.has_external(),
@@ -525,13 +531,13 @@ fn render_service(
             if let Target::Set { id, endpoints } = t {
                 emitted
                     .entry(*id)
-                    .or_insert_with(|| emit_set(el, node, port, *id, local, endpoints, &table));
+                    .or_insert_with(|| emit_set(el, node, port, *id, local, special, endpoints));
             }
         }
         if let Some((id, endpoints)) = from_pods {
             emitted
                 .entry(id)
-                .or_insert_with(|| emit_set(el, node, port, id, false, endpoints, &table));
+                .or_insert_with(|| emit_set(el, node, port, id, false, special, endpoints));
         }
 
         for ip in &port.cluster_ips {
@@ -824,9 +830,10 @@ fn emit_set(
     port: &ServicePort,
     id: u32,
     local: bool,
+    own_chain: bool,
     endpoints: &[Endpoint],
-    table: &Table,
 ) -> Option<SetChain> {
+    let table = &table();
     // Slot i holds endpoint i; `wrr` has BUCKETS slots in weighted order.
     let order = if port.scheduler == Scheduler::WeightedRoundRobin {
         weighted_order(port, endpoints)
@@ -849,7 +856,7 @@ fn emit_set(
             el.hairpin.insert(ep.ip);
         }
     }
-    if !special(port) {
+    if !own_chain {
         return None;
     }
     let what = format!(
@@ -870,7 +877,7 @@ fn emit_set(
     let pick = match port.scheduler {
         Scheduler::Random => pick.numgen_random(n, Register::r32(9)),
         Scheduler::RoundRobin => pick.numgen_inc(n, Register::r32(9)),
-        Scheduler::WeightedRoundRobin => pick.numgen_inc(BUCKETS, Register::r32(9)),
+        Scheduler::WeightedRoundRobin => pick.numgen_inc(BUCKETS.max(n), Register::r32(9)),
         Scheduler::SourceHash => pick.payload_ip_saddr(Register::R1).jhash(
             Register::R1,
             4,
@@ -960,7 +967,8 @@ fn weighted_order(port: &ServicePort, endpoints: &[Endpoint]) -> Vec<usize> {
     }
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
-    (0..BUCKETS)
+    // At least one slot per endpoint, so a large Service keeps them all.
+    (0..BUCKETS.max(endpoints.len() as u32))
         .map(|_| {
             for (c, w) in current.iter_mut().zip(&weights) {
                 *c += w;
@@ -1415,6 +1423,40 @@ mod tests {
             "external IP and LB IP"
         );
         assert_eq!(elements(&r, "service-ids").len(), 3);
+    }
+
+    #[test]
+    fn more_endpoints_than_draws_get_a_chain_of_their_own() {
+        let big = svc("big", "10.96.0.50", json!({}));
+        let ips: Vec<String> = (0..100)
+            .map(|i| format!("10.244.{}.{}", 1 + i / 200, 1 + i % 200))
+            .collect();
+        let eps: Vec<(&str, &str)> = ips.iter().map(|ip| (ip.as_str(), "n1")).collect();
+        let s = slice("big", &eps);
+        let r = render(&plan(&[&big], &[&s], "n1"), &mut Ids::default(), &options());
+        assert!(elements(&r, "service-ids").is_empty());
+        assert_eq!(elements(&r, "service-chains").len(), 1);
+        assert_eq!(
+            elements(&r, "backends").len(),
+            100,
+            "every endpoint reachable"
+        );
+        let chain = r
+            .chains
+            .iter()
+            .find(|c| c.chain.name.starts_with("svc-"))
+            .expect("chain");
+        assert!(
+            chain
+                .rules
+                .iter()
+                .any(|rule| rule.exprs.iter().any(|e| matches!(
+                    e,
+                    ferry_netlink::nftables::Expr::Numgen { modulus: 100, .. }
+                ))),
+            "{:?}",
+            chain.rules
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Lab {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 out.lock().unwrap().push_str(&format!("{line}\n"));
-                if line.starts_with("Cluster ready") {
+                // The last line of the ready message (the whole message,
+                // with the export line, is in `output` by then).
+                if line.starts_with("Logs in ") {
                     let _ = tx.send(());
                 }
             }
