@@ -314,3 +314,23 @@ pub fn processes_in(namespaces: &[PathBuf]) -> Vec<i32> {
     }
     pids
 }
+
+/// For test suites: whether this process may create network namespaces
+/// (root). Without it a test prints why and skips, except under `CI=true`,
+/// where skipping would hide a broken setup, so it panics.
+pub fn usable_by_test(test: &str) -> bool {
+    let probe = format!("ftest-{}-{}", std::process::id(), test.len());
+    let reason = match create(&probe) {
+        Ok(_) => {
+            let _ = delete(&probe);
+            return true;
+        }
+        Err(error) => format!("cannot create network namespaces (needs root): {error}"),
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root and network namespaces under CI=true: {reason}"
+    );
+    eprintln!("skipping {test}: {reason}");
+    false
+}

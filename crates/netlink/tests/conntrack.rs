@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use ferry_netlink::conntrack::{Conntrack, Entry, Filter, UDP};
+use ferry_netlink::netns::usable_by_test as capable;
 use ferry_netlink::nftables::{
     Batch, Chain, ChainType, Connection, Family, Hook, Rule, Table, ct_state, priority,
 };
@@ -68,33 +69,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         if let Err(error) = netns::delete(&self.name) {
             eprintln!("cleanup: {error}");
-        }
-    }
-}
-
-/// Whether this process may create namespaces; skips (or, in CI, fails)
-/// otherwise.
-fn capable(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("not running as root".to_string())
-    } else {
-        let probe = format!("fct-{}-probe-{test}", std::process::id());
-        match netns::create(&probe) {
-            Ok(_) => {
-                let _ = netns::delete(&probe);
-                None
-            }
-            Err(error) => Some(format!("cannot create a network namespace: {error}")),
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs root and network namespaces: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::net::Ipv4Addr;
 
+use ferry_netlink::netns::usable_by_test as capable;
 use ferry_netlink::{MacAddress, NetNs, Netlink, Route, VethPair, Vxlan, netns, sysctl};
 
 /// Named namespaces that are deleted when the test ends, pass or fail.
@@ -27,33 +28,6 @@ impl Drop for Namespaces {
             if let Err(error) = netns::delete(name) {
                 eprintln!("cleanup: {error}");
             }
-        }
-    }
-}
-
-/// Whether this process may create namespaces; skips (or, in CI, fails)
-/// otherwise.
-fn capable(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("not running as root".to_string())
-    } else {
-        let probe = format!("fnl-{}-probe-{test}", std::process::id());
-        match netns::create(&probe) {
-            Ok(_) => {
-                let _ = netns::delete(&probe);
-                None
-            }
-            Err(error) => Some(format!("cannot create a network namespace: {error}")),
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs root and network namespaces: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
         }
     }
 }

@@ -96,20 +96,10 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
     .default_backoff()
     .map(|e| {
         e.map(|e| match e {
-            watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
-                match s
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                {
-                    Some(svc) => Change::Service(
-                        s.metadata.namespace.clone().unwrap_or_default(),
-                        svc.clone(),
-                    ),
-                    None => Change::Nothing,
-                }
-            }
+            watcher::Event::Apply(s) | watcher::Event::Delete(s) => match slice_service(&s) {
+                Some((ns, name)) => Change::Service(ns, name),
+                None => Change::Nothing,
+            },
             watcher::Event::InitDone => Change::Listed(1),
             watcher::Event::Init | watcher::Event::InitApply(_) => Change::All,
         })
@@ -159,26 +149,24 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
             } else {
                 let started = Instant::now();
                 let mut changed = Vec::new();
+                // One pass over the slices picks those of the changed
+                // Services.
+                let dirty = dirty.unwrap_or_default();
                 let all_slices = slices.state();
-                for (ns, name) in dirty.iter().flatten() {
-                    let svc = services.get(&ObjectRef::new(name).within(ns));
-                    let mine: Vec<&EndpointSlice> = all_slices
-                        .iter()
-                        .map(|s| s.as_ref())
-                        .filter(|s| {
-                            s.metadata.namespace.as_deref() == Some(ns.as_str())
-                                && s.metadata
-                                    .labels
-                                    .as_ref()
-                                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                                    == Some(name)
-                        })
-                        .collect();
-                    let plan = match &svc {
+                let mut theirs: HashMap<SvcKey, Vec<&EndpointSlice>> = HashMap::new();
+                for slice in &all_slices {
+                    if let Some(key) = slice_service(slice).filter(|k| dirty.contains(k)) {
+                        theirs.entry(key).or_default().push(slice.as_ref());
+                    }
+                }
+                for key in dirty {
+                    let (ns, name) = (&key.0, &key.1);
+                    let mine = theirs.remove(&key).unwrap_or_default();
+                    let plan = match services.get(&ObjectRef::new(name).within(ns)) {
                         Some(svc) => crate::model::plan(&[svc.as_ref()], &mine, &config.node_name),
                         None => Plan::default(),
                     };
-                    changed.push(((ns.clone(), name.clone()), plan));
+                    changed.push((key, plan));
                 }
                 syncer.partial_sync(changed, started);
             }
@@ -201,6 +189,15 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
 }
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The Service an EndpointSlice belongs to (its namespace and label).
+fn slice_service(slice: &EndpointSlice) -> Option<SvcKey> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
+}
 
 /// What a watch event means for the next sync.
 enum Change {
@@ -259,9 +256,7 @@ impl Syncer {
     /// table (the first sync, after a relist, an error, or a change of the
     /// node's addresses).
     fn full_sync(&mut self, plan: Plan, node_ips: Vec<Ipv4Addr>, config: &Config) {
-        for p in &plan.problems {
-            tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), "{}", p.message);
-        }
+        warn_problems(&plan);
         let started = Instant::now();
         let options = Options {
             node_ips: node_ips.clone(),
@@ -318,9 +313,7 @@ impl Syncer {
         let mut batch = ferry_netlink::nftables::Batch::new();
         let mut stale = Vec::new();
         for (svc, plan) in changed {
-            for p in &plan.problems {
-                tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), "{}", p.message);
-            }
+            warn_problems(&plan);
             tables.update(&svc, &plan.ports, &mut self.ids, &mut batch);
             let previous = Plan {
                 ports: self.ports.get(&svc).cloned().unwrap_or_default(),
@@ -431,6 +424,13 @@ impl Syncer {
                 Err(e) => tracing::warn!("health check node port {port}: {e:#}"),
             }
         }
+    }
+}
+
+/// Services the plan skipped, and why.
+fn warn_problems(plan: &Plan) {
+    for p in &plan.problems {
+        tracing::warn!(service = %format!("{}/{}", p.namespace, p.name), "{}", p.message);
     }
 }
 

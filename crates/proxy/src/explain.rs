@@ -268,10 +268,9 @@ fn fmt_value(v: &Value, fields: &[ferry_netlink::nftables::DataType]) -> String 
     v.format(fields)
 }
 
-/// Backend-set id from a `mark` value (host byte order).
+/// Backend-set id: the first `mark` field of a value.
 fn id_of(v: &Value) -> Option<u32> {
-    let b: [u8; 4] = v.as_bytes().get(..4)?.try_into().ok()?;
-    Some(u32::from_ne_bytes(b))
+    crate::nftables::mark_at(v, 0)
 }
 
 /// One live element in nft's syntax; notes the backend-set id it names.
@@ -392,11 +391,13 @@ fn live_elements(p: &ServicePort, live: &Ruleset) -> String {
     for id in ids {
         let mut by_endpoint: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for e in elements(live, "backends") {
-            let k = e.key.as_bytes();
-            if id_of(&e.key) != Some(id) || k.len() < 8 {
+            let (Some(set), Some(slot)) = (id_of(&e.key), crate::nftables::mark_at(&e.key, 1))
+            else {
+                continue;
+            };
+            if set != id {
                 continue;
             }
-            let slot = id_of(&Value::from_bytes(k[4..8].to_vec())).unwrap_or(0);
             if let Some(ElementData::Value(v)) = &e.data {
                 by_endpoint
                     .entry(v.format(&[Addr, InetService]))

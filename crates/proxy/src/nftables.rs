@@ -139,9 +139,7 @@ impl Ids {
                 .flat_map(|s| &s.elements)
                 .find(|e| &e.key == key)
                 .and_then(|e| match &e.data {
-                    Some(ElementData::Value(v)) => {
-                        Some(u32::from_ne_bytes(v.as_bytes().get(..4)?.try_into().ok()?))
-                    }
+                    Some(ElementData::Value(v)) => mark_at(v, 0),
                     Some(ElementData::Verdict(Verdict::Goto(chain))) => {
                         chain.strip_prefix("svc-")?.parse().ok()
                     }
@@ -250,6 +248,13 @@ fn special(port: &ServicePort) -> bool {
 /// [`BUCKETS`] never picks slot 60 or above).
 fn needs_chain(port: &ServicePort, cat: &Categorized) -> bool {
     special(port) || cat.cluster.len() > BUCKETS as usize || cat.local.len() > BUCKETS as usize
+}
+
+/// Field `index` of a value made of `mark` fields (ids, counts, slots;
+/// host byte order), as [`Value::mark`] writes them.
+pub fn mark_at(v: &Value, index: usize) -> Option<u32> {
+    let bytes = v.as_bytes().get(index * 4..index * 4 + 4)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
 }
 
 /// The name of a backend set's own chain (special ports only).
@@ -403,9 +408,10 @@ impl Claims {
         }
     }
 
-    fn release(&mut self, svc: &SvcKey) {
-        if let Some(me) = self.services.get(svc).copied() {
-            self.owners.retain(|_, owner| *owner != me);
+    /// Gives up the keys a Service held (its last fragment's).
+    fn release(&mut self, keys: &[Value]) {
+        for key in keys {
+            self.owners.remove(key);
         }
     }
 }
@@ -417,60 +423,79 @@ struct Fragment {
     /// Special backend sets' chains (and affinity maps), by id.
     chains: BTreeMap<u32, SetChain>,
     sets: Vec<SetKey>,
+    /// Dispatch keys this Service holds in [`Claims`].
+    claimed: Vec<Value>,
 }
 
-fn dispatch3(
-    el: &mut Elements,
-    claims: &mut Claims,
-    svc: &SvcKey,
-    key: Value,
-    target: &Target<'_>,
-    special: bool,
-) -> bool {
-    if !claims.take(&key, svc) {
-        return false;
-    }
-    let element = SetElement::new(key);
-    match target {
-        Target::Set { id, .. } if special => el
-            .service_chains
-            .push(element.verdict(Verdict::Goto(set_chain(*id)))),
-        Target::Set { id, endpoints } => {
-            el.counts.insert(endpoints.len() as u32);
-            el.service_ids
-                .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+/// Which dispatch maps a key goes into: service addresses (K3) or
+/// NodePorts (K2).
+#[derive(Clone, Copy)]
+enum Dispatch {
+    Address,
+    NodePort,
+}
+
+impl Elements {
+    /// The id map, chain vmap, drop set and reject set of one kind of key.
+    fn dispatch_maps(&mut self, kind: Dispatch) -> [&mut Vec<SetElement>; 4] {
+        match kind {
+            Dispatch::Address => [
+                &mut self.service_ids,
+                &mut self.service_chains,
+                &mut self.drop,
+                &mut self.no_endpoints,
+            ],
+            Dispatch::NodePort => [
+                &mut self.node_port_ids,
+                &mut self.node_port_chains,
+                &mut self.node_port_drop,
+                &mut self.node_port_no_endpoints,
+            ],
         }
-        Target::Drop => el.drop.push(element),
-        Target::Reject => el.no_endpoints.push(element),
     }
-    true
+
+    /// A plain backend set's map value: its id and endpoint count (whose
+    /// `reduce` row it needs).
+    fn plain_target(&mut self, id: u32, endpoints: usize) -> Value {
+        self.counts.insert(endpoints as u32);
+        Value::new().mark(id).mark(endpoints as u32)
+    }
 }
 
-fn dispatch2(
-    el: &mut Elements,
+/// Puts `key` where `target` sends it, unless another Service holds it.
+fn dispatch(
+    f: &mut Fragment,
     claims: &mut Claims,
     svc: &SvcKey,
+    kind: Dispatch,
     key: Value,
     target: &Target<'_>,
     special: bool,
 ) -> bool {
     // NodePort keys live in their own maps; tag the claim so it cannot
     // collide with an address key.
-    if !claims.take(&Value::new().bytes(b"np").bytes(key.as_bytes()), svc) {
+    let claim = match kind {
+        Dispatch::Address => key.clone(),
+        Dispatch::NodePort => Value::new().bytes(b"np").bytes(key.as_bytes()),
+    };
+    if !claims.take(&claim, svc) {
         return false;
     }
+    f.claimed.push(claim);
     let element = SetElement::new(key);
-    match target {
-        Target::Set { id, .. } if special => el
-            .node_port_chains
-            .push(element.verdict(Verdict::Goto(set_chain(*id)))),
+    let element = match target {
+        Target::Set { id, .. } if special => element.verdict(Verdict::Goto(set_chain(*id))),
         Target::Set { id, endpoints } => {
-            el.counts.insert(endpoints.len() as u32);
-            el.node_port_ids
-                .push(element.data(Value::new().mark(*id).mark(endpoints.len() as u32)))
+            element.data(f.elements.plain_target(*id, endpoints.len()))
         }
-        Target::Drop => el.node_port_drop.push(element),
-        Target::Reject => el.node_port_no_endpoints.push(element),
+        Target::Drop | Target::Reject => element,
+    };
+    let [ids, chains, drop, reject] = f.elements.dispatch_maps(kind);
+    match target {
+        Target::Set { .. } if special => chains.push(element),
+        Target::Set { .. } => ids.push(element),
+        Target::Drop => drop.push(element),
+        Target::Reject => reject.push(element),
     }
     true
 }
@@ -489,7 +514,6 @@ fn render_service(
 ) -> Fragment {
     let node = options.node_name.as_deref();
     let mut f = Fragment::default();
-    let el = &mut f.elements;
     let mut emitted: BTreeMap<u32, Option<SetChain>> = BTreeMap::new();
     for (port, cat) in ports {
         let Categorized {
@@ -529,24 +553,26 @@ fn render_service(
         ];
         for (t, local) in [&internal, &external].into_iter().zip(policies) {
             if let Target::Set { id, endpoints } = t {
-                emitted
-                    .entry(*id)
-                    .or_insert_with(|| emit_set(el, node, port, *id, local, special, endpoints));
+                emitted.entry(*id).or_insert_with(|| {
+                    emit_set(&mut f.elements, node, port, *id, local, special, endpoints)
+                });
             }
         }
         if let Some((id, endpoints)) = from_pods {
-            emitted
-                .entry(id)
-                .or_insert_with(|| emit_set(el, node, port, id, false, special, endpoints));
+            emitted.entry(id).or_insert_with(|| {
+                emit_set(&mut f.elements, node, port, id, false, special, endpoints)
+            });
         }
 
         for ip in &port.cluster_ips {
-            el.cluster_ips.insert(*ip);
-            dispatch3(
-                el,
+            f.elements.cluster_ips.insert(*ip);
+            let key = k3(*ip, port.protocol, port.port);
+            dispatch(
+                &mut f,
                 claims,
                 svc,
-                k3(*ip, port.protocol, port.port),
+                Dispatch::Address,
+                key,
                 &internal,
                 special,
             );
@@ -554,32 +580,39 @@ fn render_service(
         let masquerade_external = !port.external_local;
         for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
             let key = k3(*ip, port.protocol, port.port);
-            if !dispatch3(el, claims, svc, key.clone(), &external, special) {
+            if !dispatch(
+                &mut f,
+                claims,
+                svc,
+                Dispatch::Address,
+                key.clone(),
+                &external,
+                special,
+            ) {
                 continue;
             }
             if masquerade_external && matches!(external, Target::Set { .. }) {
-                el.masq_external.push(SetElement::new(key.clone()));
+                f.elements.masq_external.push(SetElement::new(key.clone()));
             }
             if let Some((id, endpoints)) = from_pods {
                 let e = SetElement::new(key);
+                let el = &mut f.elements;
                 if special {
                     el.pod_external_chains
                         .push(e.verdict(Verdict::Goto(set_chain(id))));
                 } else {
-                    let n = endpoints.len() as u32;
-                    el.counts.insert(n);
-                    el.pod_external_ids
-                        .push(e.data(Value::new().mark(id).mark(n)));
+                    let value = el.plain_target(id, endpoints.len());
+                    el.pod_external_ids.push(e.data(value));
                 }
             }
         }
         if !port.source_ranges.is_empty() {
             for ip in &port.load_balancer_ips {
                 let key = k3(*ip, port.protocol, port.port);
-                el.firewall.push(SetElement::new(key.clone()));
+                f.elements.firewall.push(SetElement::new(key.clone()));
                 for range in &port.source_ranges {
                     let (first, last) = range.bounds();
-                    el.firewall_allow.push(
+                    f.elements.firewall_allow.push(
                         SetElement::new(key.clone().ipv4(first)).range_end(key.clone().ipv4(last)),
                     );
                 }
@@ -587,11 +620,18 @@ fn render_service(
         }
         if let Some(node_port) = port.node_port {
             let key = k2(port.protocol, node_port);
-            if dispatch2(el, claims, svc, key.clone(), &external, special)
-                && masquerade_external
+            if dispatch(
+                &mut f,
+                claims,
+                svc,
+                Dispatch::NodePort,
+                key.clone(),
+                &external,
+                special,
+            ) && masquerade_external
                 && matches!(external, Target::Set { .. })
             {
-                el.masq_node_ports.push(SetElement::new(key));
+                f.elements.masq_node_ports.push(SetElement::new(key));
             }
         }
     }
@@ -692,7 +732,7 @@ impl Tables {
         batch: &mut ferry_netlink::nftables::Batch,
     ) -> bool {
         let old = self.fragments.remove(svc).unwrap_or_default();
-        self.claims.release(svc);
+        self.claims.release(&old.claimed);
         let new = if ports.is_empty() {
             Fragment::default()
         } else {
@@ -812,7 +852,7 @@ impl Tables {
 fn shared_elements(key: &Shared) -> Vec<SetElement> {
     match key.0 {
         "reduce" => {
-            let n = u32::from_ne_bytes(key.1.as_bytes().try_into().unwrap_or([1, 0, 0, 0])).max(1);
+            let n = mark_at(&key.1, 0).unwrap_or(1).max(1);
             (0..BUCKETS)
                 .map(|b| {
                     SetElement::new(Value::new().mark(n).mark(b)).data(Value::new().mark(b % n))

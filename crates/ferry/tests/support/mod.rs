@@ -224,18 +224,5 @@ where
 /// Whether this process can create network namespaces (root). Outside CI a
 /// test without it prints why and skips; under `CI=true` it fails.
 pub fn can_use_netns(test: &str) -> bool {
-    let probe = format!("fcap-{}-{}", std::process::id(), test.len());
-    let reason = match ferry_netlink::netns::create(&probe) {
-        Ok(_) => {
-            let _ = ferry_netlink::netns::delete(&probe);
-            return true;
-        }
-        Err(error) => format!("cannot create network namespaces (needs root): {error}"),
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root and network namespaces under CI=true: {reason}"
-    );
-    eprintln!("skipping {test}: {reason}");
-    false
+    ferry_netlink::netns::usable_by_test(test)
 }

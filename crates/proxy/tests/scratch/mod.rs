@@ -14,20 +14,7 @@ use ferry_netlink::route::Route;
 
 /// Root is needed; outside CI a test without it prints why and skips.
 pub fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "root is required under CI=true"
-        );
-        eprintln!("skipping: needs root (network namespaces, nf_tables)");
-    }
-    root
+    ferry_netlink::netns::usable_by_test("ferry-proxy kernel test")
 }
 
 pub struct Scratch {
