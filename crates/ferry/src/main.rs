@@ -43,6 +43,9 @@ enum Command {
     /// Run the service proxy for one node: Services and EndpointSlices to
     /// nf_tables (kube-proxy's job).
     Proxy(ProxyArgs),
+    /// Run the cluster DNS server: the Kubernetes DNS spec from Services and
+    /// EndpointSlices, other names forwarded upstream (CoreDNS's job).
+    Dns(DnsArgs),
     /// Show how one Service is implemented on a node: the live nf_tables
     /// elements and rules, next to kube-proxy's iptables equivalent.
     Explain(ExplainArgs),
@@ -128,6 +131,53 @@ struct ProxyArgs {
     /// Where `/metrics` listens ("" turns it off).
     #[arg(long, default_value = "127.0.0.1:10249")]
     metrics_bind_address: String,
+}
+
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// Kubeconfig to reach the API server (default: $KUBECONFIG, then
+    /// in-cluster configuration).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// TTL of cluster answers, in seconds (kubeadm's Corefile: 30).
+    #[arg(long, default_value_t = 30)]
+    ttl: u32,
+    /// Pod names `a-b-c-d.<ns>.pod.<zone>`: `insecure` answers the address
+    /// the name spells (kubeadm's setting), `disabled` gives NXDOMAIN.
+    #[arg(long, default_value = "insecure")]
+    pods: String,
+    /// Where queries are answered, over UDP and TCP.
+    #[arg(long, default_value = "0.0.0.0:53")]
+    listen: SocketAddr,
+    /// UDP worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Upstream servers for names outside the cluster zone (repeatable,
+    /// `ip` or `ip:port`); `none` forwards nothing (SERVFAIL). Default: the
+    /// nameservers of --resolv-conf.
+    #[arg(long = "upstream")]
+    upstreams: Vec<String>,
+    /// Where the upstream servers come from when --upstream is not given.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Most forwarded queries in flight; more get REFUSED.
+    #[arg(long, default_value_t = 1000)]
+    max_concurrent: usize,
+    /// Longest time a forwarded answer is cached, in seconds.
+    #[arg(long, default_value_t = 30)]
+    cache_ttl: u32,
+    /// `/health` (liveness; "" turns it off).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_address: String,
+    /// `/ready` (200 once every watch has synced; "" turns it off).
+    #[arg(long, default_value = "0.0.0.0:8181")]
+    ready_address: String,
+    /// `/metrics` in Prometheus format ("" turns it off).
+    #[arg(long, default_value = "0.0.0.0:9153")]
+    metrics_address: String,
 }
 
 #[derive(clap::Args)]
@@ -330,6 +380,7 @@ fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }),
+        Command::Dns(args) => runtime.block_on(dns(args)),
         Command::Explain(args) => runtime.block_on(explain(args)),
         Command::Up(args) => runtime.block_on(ferry_lab::up(ferry_lab::Config {
             nodes: args.nodes,
@@ -365,6 +416,61 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     tracing::info!("interrupted, stopping");
     server.shutdown();
     Ok(())
+}
+
+async fn dns(args: DnsArgs) -> anyhow::Result<()> {
+    let address = |flag: &str, value: &str| -> anyhow::Result<Option<SocketAddr>> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("--{flag} {value:?}: expected address:port"))
+    };
+    let pods = match args.pods.as_str() {
+        "insecure" => ferry_dns::model::PodsMode::Insecure,
+        "disabled" => ferry_dns::model::PodsMode::Disabled,
+        other => anyhow::bail!("--pods {other:?}: expected insecure or disabled"),
+    };
+    let upstreams = if args.upstreams.is_empty() {
+        let text = std::fs::read_to_string(&args.resolv_conf)
+            .with_context(|| format!("reading {}", args.resolv_conf.display()))?;
+        ferry_dns::upstreams::nameservers(&text)
+    } else if args.upstreams.iter().any(|u| u == "none") {
+        Vec::new()
+    } else {
+        args.upstreams
+            .iter()
+            .map(|u| ferry_dns::upstreams::parse_upstream(u))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = ferry_dns::Config {
+        zone: args
+            .cluster_domain
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+        ttl: args.ttl,
+        pods,
+        listen: args.listen,
+        threads: args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        forward: ferry_dns::forward::Config {
+            upstreams,
+            max_concurrent: args.max_concurrent,
+            cache_ttl: args.cache_ttl,
+            ..Default::default()
+        },
+        health_address: address("health-address", &args.health_address)?,
+        ready_address: address("ready-address", &args.ready_address)?,
+        metrics_address: address("metrics-address", &args.metrics_address)?,
+    };
+    tokio::select! {
+        result = ferry_dns::run(client, config) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 /// A kube-rs client from a kubeconfig file, or the usual inference.
