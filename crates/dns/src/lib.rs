@@ -56,8 +56,23 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         ttl: config.ttl,
         pods: config.pods,
     };
-    agent::run(client, model, shared).await
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = agent::run(client, model, shared.clone()) => result,
+        _ = term.recv() => {
+            // CoreDNS's `health { lameduck 5s }`: /ready turns 503 so the
+            // endpoint leaves the Service, while queries in flight and those
+            // still routed here are answered.
+            shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("SIGTERM: lame duck for {}s, then exit", LAMEDUCK.as_secs());
+            tokio::time::sleep(LAMEDUCK).await;
+            Ok(())
+        }
+    }
 }
+
+/// How long a terminating server keeps answering (kubeadm: lameduck 5s).
+const LAMEDUCK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the DNS and HTTP listeners and starts serving an empty, unsynced
 /// index; the caller publishes real ones into the returned state. Returns
