@@ -92,6 +92,12 @@ struct UpArgs {
     /// Where the lab keeps its API server data, kubeconfig, logs and node state.
     #[arg(long, env = "FERRY_LAB_DIR", default_value = "/var/lib/ferry/lab")]
     data_dir: PathBuf,
+    /// Where the cluster DNS forwards names outside the cluster
+    /// (repeatable, `ip` or `ip:port`; `none` forwards nothing). Default:
+    /// the nameservers of the host's /etc/resolv.conf that pods can reach
+    /// (not loopback), else none.
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
+    dns_upstreams: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -388,6 +394,7 @@ fn main() -> anyhow::Result<()> {
             service_cidr: args.service_cidr,
             node_cidr_mask_size: args.node_cidr_mask_size,
             data_dir: args.data_dir,
+            dns_upstreams: args.dns_upstreams,
         })),
         Command::Down(args) => runtime.block_on(ferry_lab::down(&args.data_dir)),
     }

@@ -320,6 +320,16 @@ async fn builtins_exec_env_signals_and_probes() {
     assert!(text.contains("nameserver 10.96.0.10"), "{text}");
     let out = sb.exec(&["hostname"], timeout).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web-7f9c");
+    // A `ferry` image runs the Ferry binary through /proc/self/exe, which
+    // resolves inside the container's mount namespace.
+    let out = sb
+        .exec(&[ferry_node::runtime::SELF_EXE, "--version"], timeout)
+        .await;
+    assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ferry {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = sb.exec(&["no-such-command-xyz"], timeout).await;
     assert_eq!(out.code, 127);
     assert!(

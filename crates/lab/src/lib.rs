@@ -3,11 +3,13 @@
 //! `ferry up` builds the underlay ([`underlay`]), starts the API server and
 //! the controllers in this process and, per node, `ferry node` and
 //! `ferry overlay` as child processes, waits until every node is Ready with
-//! its podCIDR and overlay, prints how to use the cluster and runs until
-//! Ctrl-C or SIGTERM. Then, as with `ferry down` or the next `ferry up`
+//! its podCIDR and overlay, deploys the cluster DNS ([`dns`]: Service
+//! `kube-system/kube-dns` and Deployment `ferry-dns`) and waits for it,
+//! prints how to use the cluster and runs until Ctrl-C or SIGTERM. Then, as with `ferry down` or the next `ferry up`
 //! after a crash, [`cleanup::cleanup`] removes everything the lab created.
 
 pub mod cleanup;
+pub mod dns;
 pub mod underlay;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -50,6 +52,9 @@ pub struct Config {
     pub service_cidr: String,
     pub node_cidr_mask_size: u8,
     pub data_dir: PathBuf,
+    /// `--upstream` of the DNS pods (`ip[:port]`, or `none`); empty: the
+    /// host's nameservers that pods can reach (see [`dns::upstreams`]).
+    pub dns_upstreams: Vec<String>,
 }
 
 /// The 10th address of the service CIDR: the cluster DNS Service's IP.
@@ -104,6 +109,10 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         (1..=200).contains(&config.nodes),
         "--nodes must be between 1 and 200"
     );
+    let dns_upstreams = dns::upstreams(
+        &config.dns_upstreams,
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    )?;
     if let Some((pid, dir)) = running_lab() {
         bail!(
             "a lab is already running (pid {pid}, data in {}); stop it with `ferry down`",
@@ -115,6 +124,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.canonicalize()?;
     let config = Config {
         data_dir: data_dir.clone(),
+        dns_upstreams,
         ..config
     };
     let removed = cleanup::cleanup(&data_dir).await?;
@@ -170,7 +180,8 @@ impl Running {
 async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
-    let dns = cluster_dns_ip(&config.service_cidr)?;
+    let dns_ip = cluster_dns_ip(&config.service_cidr)?;
+    let dns_upstreams = &config.dns_upstreams;
     println!(
         "Starting the Ferry lab: {} node(s), cluster CIDR {}, service CIDR {}",
         config.nodes, config.cluster_cidr, config.service_cidr
@@ -261,7 +272,7 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
         let state_dir = data_dir.join("nodes").join(&node);
         let node_ip = underlay::node_ip(i).to_string();
         let state_dir = state_dir.display().to_string();
-        let dns = dns.to_string();
+        let dns = dns_ip.to_string();
         // What each of AGENTS gets beyond the common flags.
         let extra_args: [Vec<&str>; 3] = [
             vec![
@@ -306,6 +317,19 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
     }
 
     wait_ready(&client, config.nodes, Duration::from_secs(120)).await?;
+    dns::install(&client, dns_ip, &node_kubeconfig, dns_upstreams)
+        .await
+        .context("deploying the cluster DNS")?;
+    dns::wait_ready(&client, Duration::from_secs(60)).await?;
+    println!(
+        "  dns          {} {dns_ip} ({}), {} {}/{} ready, upstream {}",
+        dns::SERVICE,
+        dns::PORTS,
+        dns::DEPLOYMENT,
+        dns::REPLICAS,
+        dns::REPLICAS,
+        dns_upstreams.join(", ")
+    );
     println!(
         "Cluster ready in {:.1}s: {} node(s).\n\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  ip netns exec lab-node-1 ip -d link show flannel.1\n\nLogs in {}. Stop with Ctrl-C or `ferry down`.",
         started.elapsed().as_secs_f64(),

@@ -29,8 +29,17 @@ impl Lab {
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .unwrap();
+        // Tests never send DNS queries off this machine: the cluster DNS
+        // forwards nothing.
         let mut child = Command::new(FERRY)
-            .args(["up", "--nodes", &nodes.to_string(), "--data-dir"])
+            .args([
+                "up",
+                "--nodes",
+                &nodes.to_string(),
+                "--dns-upstream",
+                "none",
+            ])
+            .arg("--data-dir")
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

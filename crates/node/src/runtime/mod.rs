@@ -7,8 +7,10 @@
 //! [`lab_run_main`]): a short-lived, single-threaded step that enters the
 //! namespaces and then `exec`s the command, or runs a built-in program
 //! (images without a command: nginx/httpd → [`Builtin::Web`],
-//! `ferry/echo` → [`Builtin::Echo`]).
-//!
+//! `ferry/echo` → [`Builtin::Echo`]). An image named `ferry` (`ferry`,
+//! `ferry/ferry:0.1.0`, `ghcr.io/ferry-dev/ferry:0.1.0`, ...) without a
+//! command runs the Ferry binary itself with the container's `args`
+//! (`ferry dns ...`): `ferry lab-run` execs [`SELF_EXE`].
 
 mod builtin;
 mod env;
@@ -22,6 +24,12 @@ pub use env::{DEFAULT_PATH, container_env, expand};
 pub use lab_run::lab_run_main;
 pub use probe::{probe_http, probe_tcp};
 pub use process::{Process, exec_in};
+
+/// argv[0] of containers of the `ferry` image: the binary `ferry lab-run`
+/// is running, which is the Ferry binary. The magic link resolves in every
+/// mount namespace, and still to the same binary when the file was
+/// replaced on disk since.
+pub const SELF_EXE: &str = "/proc/self/exe";
 
 /// Where a container runs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,7 +118,8 @@ pub struct ExecOutput {
 /// Maps a container to what the runtime runs: its `command`/`args` with
 /// `$(VAR)` expanded against `env`, else a built-in program for the image,
 /// else [`Unsupported`]. `args` without `command` on a built-in image are
-/// the built-in's arguments (e.g. `netexec --http-port=8080`).
+/// the built-in's arguments (e.g. `netexec --http-port=8080`); on a `ferry`
+/// image they are the arguments of the Ferry binary ([`SELF_EXE`]).
 pub fn program_for(
     container: &k8s_openapi::api::core::v1::Container,
     pod_name: &str,
@@ -148,6 +157,11 @@ pub fn program_for(
             ports,
         }));
     }
+    if base == "ferry" {
+        let mut argv = vec![SELF_EXE.to_string()];
+        argv.extend(args);
+        return Ok(Program::Exec { argv });
+    }
     let echo = repo == "ferry/echo" || repo.ends_with("/ferry/echo");
     let agnhost = base == "agnhost" && args.first().map(String::as_str) == Some("netexec");
     if echo || agnhost {
@@ -161,7 +175,8 @@ pub fn program_for(
         message: format!(
             "the ferry lab runtime cannot run image {image:?} without a command: it runs a \
              container's command as a host process, and has built-in programs only for \
-             nginx, httpd and ferry/echo images"
+             nginx, httpd and ferry/echo images; a ferry image (e.g. ferry/ferry) runs \
+             the Ferry binary with the container's args"
         ),
     })
 }
@@ -248,9 +263,48 @@ mod tests {
                 ]
             })
         );
+        for image in [
+            "ferry",
+            "ferry/ferry:0.1.0",
+            "ghcr.io/ferry-dev/ferry:0.1.0",
+            "localhost:5000/ferry@sha256:abc",
+        ] {
+            let dns = container(serde_json::json!({"name": "a", "image": image,
+                "args": ["dns", "--kubeconfig", "$(KC)", "--upstream", "none"]}));
+            let env = vec![("KC".to_string(), "/lab/node-kubeconfig".to_string())];
+            assert_eq!(
+                program_for(&dns, "p", &env),
+                Ok(Program::Exec {
+                    argv: vec![
+                        SELF_EXE.into(),
+                        "dns".into(),
+                        "--kubeconfig".into(),
+                        "/lab/node-kubeconfig".into(),
+                        "--upstream".into(),
+                        "none".into()
+                    ]
+                }),
+                "{image}"
+            );
+        }
+        // A command wins over the image's program.
+        let sh = container(
+            serde_json::json!({"name": "a", "image": "ferry/ferry:0.1.0",
+            "command": ["sleep"], "args": ["1"]}),
+        );
+        assert_eq!(
+            program_for(&sh, "p", &[]),
+            Ok(Program::Exec {
+                argv: vec!["sleep".into(), "1".into()]
+            })
+        );
+        // Only the last path component names the program.
+        let other = container(serde_json::json!({"name": "a", "image": "ferry/ferry-proxy:1"}));
+        assert!(program_for(&other, "p", &[]).is_err());
         let busybox = container(serde_json::json!({"name": "a", "image": "busybox"}));
         let err = program_for(&busybox, "p", &[]).expect_err("unsupported");
         assert_eq!(err.reason, "UnsupportedImage");
         assert!(err.message.contains("busybox"));
+        assert!(err.message.contains("ferry image"), "{}", err.message);
     }
 }
