@@ -1,0 +1,4 @@
+//! The pure part: Ingress rules to a router.
+
+pub mod paths;
+pub mod router;
