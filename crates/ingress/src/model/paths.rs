@@ -205,12 +205,19 @@ mod tests {
 
     use PathType::{Exact, Prefix};
 
+    /// Rules, the request path, the rule that serves it.
+    type Row = (
+        &'static [(&'static str, PathType)],
+        &'static str,
+        Option<&'static str>,
+    );
+
     /// Every row of the "Examples" table in the Kubernetes Ingress docs
     /// (concepts/services-networking/ingress.md): rules, request, and
     /// which rule (if any) serves it.
     #[test]
     fn kubernetes_docs_examples() {
-        let rows: &[(&[(&str, PathType)], &str, Option<&str>)] = &[
+        let rows: &[Row] = &[
             (&[("/", Prefix)], "/anything/at/all", Some("Prefix:/")),
             (&[("/foo", Exact)], "/foo", Some("Exact:/foo")),
             (&[("/foo", Exact)], "/bar", None),
