@@ -1,5 +1,8 @@
 //! The pure part: Ingress rules to a router.
 
+pub mod annotations;
 pub mod paths;
+pub mod rewrite;
 pub mod route;
 pub mod router;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! ingress-nginx annotations (being written).

@@ -1,0 +1,1 @@
+//! `rewrite-target` expansion (being written).

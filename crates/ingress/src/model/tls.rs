@@ -1,0 +1,1 @@
+//! TLS Secrets to certificates (being written).
