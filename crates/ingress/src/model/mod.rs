@@ -1,6 +1,8 @@
 //! The pure part: Ingress rules to a router.
 
 pub mod annotations;
+pub mod build;
+pub mod objects;
 pub mod paths;
 pub mod rewrite;
 pub mod route;
