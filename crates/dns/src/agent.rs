@@ -259,7 +259,7 @@ mod tests {
     fn svc(ip: &str) -> ServiceInfo {
         ServiceInfo {
             kind: ServiceKind::ClusterIp(vec![ip.parse().expect("ip")]),
-            ports: Vec::new(),
+            ports: Box::default(),
         }
     }
 

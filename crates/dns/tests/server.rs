@@ -40,14 +40,14 @@ fn state() -> State {
         ("shop".into(), "web".into()),
         ServiceInfo {
             kind: ServiceKind::ClusterIp(vec!["10.96.0.20".parse().expect("ip")]),
-            ports: Vec::new(),
+            ports: Box::default(),
         },
     );
     s.services.insert(
         ("shop".into(), "many".into()),
         ServiceInfo {
             kind: ServiceKind::Headless,
-            ports: Vec::new(),
+            ports: Box::default(),
         },
     );
     let slice: k8s_openapi::api::discovery::v1::EndpointSlice =

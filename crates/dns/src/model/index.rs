@@ -59,21 +59,14 @@ pub struct State {
     pub namespaces: HashSet<String>,
 }
 
-/// The records of one type at one name, in wire form.
-#[derive(Clone, Debug)]
-pub struct RrSet {
-    pub rtype: u16,
-    /// Records owned by the queried name, back to back.
-    pub records: Box<[u8]>,
-    /// End offset of each record in `records`.
-    pub ends: Box<[u32]>,
-    /// Additional-section records (the addresses of SRV targets), with
-    /// their owner names written out.
-    pub additional: Box<[u8]>,
-    pub additional_ends: Box<[u32]>,
+/// Records in wire form, back to back, with the end offset of each.
+#[derive(Clone, Debug, Default)]
+pub struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
 }
 
-impl RrSet {
+impl Records {
     pub fn len(&self) -> usize {
         self.ends.len()
     }
@@ -83,18 +76,58 @@ impl RrSet {
     }
 
     /// The bytes of record `i`.
-    pub fn record(&self, i: usize) -> &[u8] {
+    pub fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.records[start..self.ends[i] as usize]
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends `record` unless an identical one is there.
+    fn push_unique(&mut self, record: &[u8]) {
+        if self.iter().any(|r| r == record) {
+            return;
+        }
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn shrink(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+/// The records of one type at one name, in wire form.
+#[derive(Clone, Debug)]
+pub struct RrSet {
+    pub rtype: u16,
+    /// Records owned by the queried name (their owner points at the
+    /// question).
+    records: Records,
+    /// Additional-section records (the addresses of SRV targets), with
+    /// their owner names written out; most sets have none.
+    additional: Option<Box<Records>>,
+}
+
+impl RrSet {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The bytes of record `i`.
+    pub fn record(&self, i: usize) -> &[u8] {
+        self.records.get(i)
     }
 
     pub fn additional_records(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0usize;
-        self.additional_ends.iter().map(move |&end| {
-            let r = &self.additional[start..end as usize];
-            start = end as usize;
-            r
-        })
+        self.additional.iter().flat_map(|a| a.iter())
     }
 }
 
@@ -102,7 +135,7 @@ impl RrSet {
 /// not NXDOMAIN (a namespace, the `svc` and `pod` apexes).
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
-    pub rrsets: Box<[RrSet]>,
+    pub rrsets: Vec<RrSet>,
     /// For an ExternalName: where the CNAME points (its record is in
     /// `rrsets`), so the answer can follow it.
     pub cname_target: Option<Box<str>>,
@@ -255,23 +288,32 @@ fn headless(b: &mut Builder, base: &str, slices: &[&SliceInfo], ttl: u32) {
     let ready: Vec<(&SliceInfo, &super::objects::EndpointInfo)> = slices
         .iter()
         .flat_map(|s| s.endpoints.iter().map(move |e| (*s, e)))
-        .filter(|(_, e)| e.ready && seen.insert(e.addresses.clone()))
+        .filter(|(_, e)| e.ready && seen.insert(e.address))
         .collect();
     for (_, e) in &ready {
-        let host = e.hostname.clone().unwrap_or_else(|| dashed(e.addresses[0]));
+        let host = e
+            .hostname
+            .as_deref()
+            .map_or_else(|| dashed(e.address), str::to_string);
         let target = format!("{host}.{base}");
-        for ip in &e.addresses {
-            b.address(base, *ip, ttl);
-            b.address(&target, *ip, ttl);
-            b.record(&reverse_name(*ip), rtype::PTR, ttl, &name_rdata(&target));
-        }
+        b.address(base, e.address, ttl);
+        b.address(&target, e.address, ttl);
+        b.record(
+            &reverse_name(e.address),
+            rtype::PTR,
+            ttl,
+            &name_rdata(&target),
+        );
     }
     // SRV weights share 100 among the records of one name (CoreDNS).
     let mut srv: BTreeMap<String, Vec<(u16, String, &super::objects::EndpointInfo)>> =
         BTreeMap::new();
     for (slice, e) in &ready {
-        let host = e.hostname.clone().unwrap_or_else(|| dashed(e.addresses[0]));
-        for port in &slice.ports {
+        let host = e
+            .hostname
+            .as_deref()
+            .map_or_else(|| dashed(e.address), str::to_string);
+        for port in slice.ports.iter() {
             srv.entry(srv_name(port, base)).or_default().push((
                 port.port,
                 format!("{host}.{base}"),
@@ -283,9 +325,7 @@ fn headless(b: &mut Builder, base: &str, slices: &[&SliceInfo], ttl: u32) {
         let weight = (100 / targets.len()).max(1) as u16;
         for (port, target, e) in targets {
             b.record(&name, rtype::SRV, ttl, &srv_rdata(weight, port, &target));
-            for ip in &e.addresses {
-                b.additional(&name, rtype::SRV, &target, *ip, ttl);
-            }
+            b.additional(&name, rtype::SRV, &target, e.address, ttl);
         }
     }
 }
@@ -324,36 +364,51 @@ fn address_record(ip: IpAddr) -> (u16, Vec<u8>) {
     }
 }
 
-/// Collects records per name and type, without duplicates, then packs them.
+/// Collects records per name and type, without duplicates, directly in
+/// the index's own form (one copy: the build never holds the index twice).
 #[derive(Default)]
 struct Builder {
-    names: HashMap<String, EntryBuilder>,
-}
-
-/// The records of one type being collected: (TTL, rdata) in insertion
-/// order, and whole additional-section records.
-type RecordsBuilder = (Vec<(u32, Vec<u8>)>, Vec<Vec<u8>>);
-
-#[derive(Default)]
-struct EntryBuilder {
-    rrsets: BTreeMap<u16, RecordsBuilder>,
-    cname_target: Option<Box<str>>,
+    names: HashMap<Box<[u8]>, Entry>,
+    /// Scratch for one record.
+    record: Vec<u8>,
 }
 
 impl Builder {
-    fn entry(&mut self, name: &str) -> &mut EntryBuilder {
-        self.names.entry(name.to_string()).or_default()
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        if !self.names.contains_key(name.as_bytes()) {
+            self.names.insert(name.as_bytes().into(), Entry::default());
+        }
+        self.names
+            .get_mut(name.as_bytes())
+            .expect("inserted just above")
     }
 
     fn exists(&mut self, name: &str) {
         self.entry(name);
     }
 
+    fn rrset(&mut self, name: &str, rtype: u16) -> &mut RrSet {
+        let entry = self.entry(name);
+        let at = match entry.rrsets.iter().position(|r| r.rtype == rtype) {
+            Some(at) => at,
+            None => {
+                entry.rrsets.push(RrSet {
+                    rtype,
+                    records: Records::default(),
+                    additional: None,
+                });
+                entry.rrsets.len() - 1
+            }
+        };
+        &mut entry.rrsets[at]
+    }
+
     fn record(&mut self, name: &str, rtype: u16, ttl: u32, rdata: &[u8]) {
-        let (records, _) = self.entry(name).rrsets.entry(rtype).or_default();
-        if !records.iter().any(|(_, r)| r == rdata) {
-            records.push((ttl, rdata.to_vec()));
-        }
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        wire::put_record(&mut record, &QNAME_POINTER, rtype, ttl, rdata);
+        self.rrset(name, rtype).records.push_unique(&record);
+        self.record = record;
     }
 
     fn address(&mut self, name: &str, ip: IpAddr, ttl: u32) {
@@ -365,53 +420,31 @@ impl Builder {
     /// `rtype` answer at `name`.
     fn additional(&mut self, name: &str, rtype: u16, owner: &str, ip: IpAddr, ttl: u32) {
         let (t, rdata) = address_record(ip);
-        let mut rr = Vec::with_capacity(owner.len() + 16 + rdata.len());
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
         let mut owner_wire = Vec::with_capacity(owner.len() + 2);
         wire::put_name(&mut owner_wire, owner);
-        wire::put_record(&mut rr, &owner_wire, t, ttl, &rdata);
-        let (_, additional) = self.entry(name).rrsets.entry(rtype).or_default();
-        if !additional.contains(&rr) {
-            additional.push(rr);
-        }
+        wire::put_record(&mut record, &owner_wire, t, ttl, &rdata);
+        self.rrset(name, rtype)
+            .additional
+            .get_or_insert_with(Default::default)
+            .push_unique(&record);
+        self.record = record;
     }
 
-    fn finish(self) -> HashMap<Box<[u8]>, Entry> {
-        let mut out = HashMap::with_capacity(self.names.len());
-        for (name, e) in self.names {
-            let rrsets: Vec<RrSet> = e
-                .rrsets
-                .into_iter()
-                .filter(|(_, (records, _))| !records.is_empty())
-                .map(|(rtype, (records, additional))| {
-                    let mut bytes = Vec::new();
-                    let mut ends = Vec::with_capacity(records.len());
-                    for (ttl, rdata) in &records {
-                        wire::put_record(&mut bytes, &QNAME_POINTER, rtype, *ttl, rdata);
-                        ends.push(bytes.len() as u32);
-                    }
-                    let mut add = Vec::new();
-                    let mut add_ends = Vec::with_capacity(additional.len());
-                    for rr in &additional {
-                        add.extend_from_slice(rr);
-                        add_ends.push(add.len() as u32);
-                    }
-                    RrSet {
-                        rtype,
-                        records: bytes.into(),
-                        ends: ends.into(),
-                        additional: add.into(),
-                        additional_ends: add_ends.into(),
-                    }
-                })
-                .collect();
-            out.insert(
-                name.into_bytes().into_boxed_slice(),
-                Entry {
-                    rrsets: rrsets.into(),
-                    cname_target: e.cname_target,
-                },
-            );
+    fn finish(mut self) -> HashMap<Box<[u8]>, Entry> {
+        for entry in self.names.values_mut() {
+            // Names that only exist have no data; set without records are
+            // never created, so nothing to filter.
+            entry.rrsets.shrink_to_fit();
+            for set in &mut entry.rrsets {
+                set.records.shrink();
+                if let Some(a) = &mut set.additional {
+                    a.shrink();
+                }
+            }
         }
-        out
+        self.names.shrink_to_fit();
+        self.names
     }
 }

@@ -51,7 +51,7 @@ impl Protocol {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedPort {
     /// Lowercase.
-    pub name: String,
+    pub name: Box<str>,
     pub protocol: Protocol,
     pub port: u16,
 }
@@ -60,15 +60,18 @@ pub struct NamedPort {
 pub struct ServiceInfo {
     pub kind: ServiceKind,
     /// Service ports with a name (SRV of a ClusterIP Service).
-    pub ports: Vec<NamedPort>,
+    pub ports: Box<[NamedPort]>,
 }
 
 /// One endpoint of an EndpointSlice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointInfo {
-    pub addresses: Vec<IpAddr>,
+    /// The first of `addresses`: the API says they are fungible and
+    /// clients may use only the first, and one inline address keeps
+    /// 50,000 endpoints small.
+    pub address: IpAddr,
     /// `hostname` (lowercase), when set.
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     /// `conditions.ready`, where unset counts as ready (the API's rule;
     /// publishNotReadyAddresses is already folded in by the controller).
     pub ready: bool,
@@ -78,8 +81,8 @@ pub struct EndpointInfo {
 pub struct SliceInfo {
     /// The Service it belongs to (label `kubernetes.io/service-name`).
     pub service: String,
-    pub ports: Vec<NamedPort>,
-    pub endpoints: Vec<EndpointInfo>,
+    pub ports: Box<[NamedPort]>,
+    pub endpoints: Box<[EndpointInfo]>,
 }
 
 /// A name as DNS matches it: lowercase, without the final dot.
@@ -128,7 +131,8 @@ impl ServiceInfo {
                         .name
                         .as_deref()
                         .filter(|n| !n.is_empty())?
-                        .to_ascii_lowercase(),
+                        .to_ascii_lowercase()
+                        .into(),
                     protocol: Protocol::parse(p.protocol.as_deref())?,
                     port: u16::try_from(p.port).ok()?,
                 })
@@ -157,7 +161,8 @@ impl SliceInfo {
                         .name
                         .as_deref()
                         .filter(|n| !n.is_empty())?
-                        .to_ascii_lowercase(),
+                        .to_ascii_lowercase()
+                        .into(),
                     protocol: Protocol::parse(p.protocol.as_deref())?,
                     port: u16::try_from(p.port?).ok()?,
                 })
@@ -166,16 +171,17 @@ impl SliceInfo {
         let endpoints = slice
             .endpoints
             .iter()
-            .map(|e| EndpointInfo {
-                addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-                hostname: e
-                    .hostname
-                    .as_deref()
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_ascii_lowercase),
-                ready: e.conditions.as_ref().and_then(|c| c.ready) != Some(false),
+            .filter_map(|e| {
+                Some(EndpointInfo {
+                    address: e.addresses.iter().find_map(|a| a.parse().ok())?,
+                    hostname: e
+                        .hostname
+                        .as_deref()
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.to_ascii_lowercase().into()),
+                    ready: e.conditions.as_ref().and_then(|c| c.ready) != Some(false),
+                })
             })
-            .filter(|e| !e.addresses.is_empty())
             .collect();
         Some(SliceInfo {
             service,
@@ -207,7 +213,7 @@ mod tests {
             ])
         );
         assert_eq!(c.ports.len(), 2, "the unnamed port has no SRV");
-        assert_eq!(c.ports[0].name, "http");
+        assert_eq!(&*c.ports[0].name, "http");
         assert_eq!(c.ports[1].protocol, Protocol::Udp);
         let h = service(serde_json::json!({"spec": {"clusterIP": "None"}}));
         assert_eq!(
