@@ -19,6 +19,8 @@ use crate::model::objects::{ServiceInfo, SliceInfo};
 use crate::model::{Config, Index, State};
 use crate::server::Shared;
 
+/// How long the first index waits for every watch to list.
+const INITIAL_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How long changes are collected before the index is rebuilt.
 const COALESCE: Duration = Duration::from_millis(20);
 
@@ -196,6 +198,7 @@ pub async fn run(client: kube::Client, config: Config, shared: Arc<Shared>) -> a
     );
     let mut changes = futures::stream::select_all([services, slices, namespaces]);
     let mut tracker = Tracker::default();
+    let begun = Instant::now();
     let mut dirty = false;
     let mut serial = unix_now() as u32;
     loop {
@@ -207,6 +210,14 @@ pub async fn run(client: kube::Client, config: Config, shared: Arc<Shared>) -> a
         match next {
             Some(Some(Ok(change))) => {
                 dirty |= tracker.apply(change);
+                // Until every watch has listed, an index would be partial
+                // (and SERVFAIL is answered for what it lacks anyway);
+                // building one per list page only costs CPU and a second
+                // index in memory. After 5 s (CoreDNS's wait) it serves what
+                // it has, so one failing watch cannot keep every answer out.
+                if !tracker.synced() && begun.elapsed() < INITIAL_SYNC_WAIT {
+                    dirty = false;
+                }
                 continue;
             }
             Some(Some(Err(e))) => {
