@@ -46,6 +46,9 @@ enum Command {
     /// Run the cluster DNS server: the Kubernetes DNS spec from Services and
     /// EndpointSlices, other names forwarded upstream (CoreDNS's job).
     Dns(DnsArgs),
+    /// Run the Ingress controller: networking.k8s.io/v1 Ingresses with
+    /// ingress-nginx's annotations, on :80 and :443 (ingress-nginx's job).
+    Ingress(IngressArgs),
     /// Show how one Service is implemented on a node: the live nf_tables
     /// elements and rules, next to kube-proxy's iptables equivalent.
     Explain(ExplainArgs),
@@ -184,6 +187,43 @@ struct DnsArgs {
     /// `/metrics` in Prometheus format ("" turns it off).
     #[arg(long, default_value = "0.0.0.0:9153")]
     metrics_address: String,
+}
+
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// Kubeconfig to reach the API server (default: $KUBECONFIG, then
+    /// in-cluster configuration).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The IngressClass this controller serves.
+    #[arg(long, default_value = "ferry")]
+    ingress_class: String,
+    /// `spec.controller` of IngressClasses this controller serves.
+    #[arg(long, default_value = "ferry.dev/ingress-controller")]
+    controller_class: String,
+    /// Also serve Ingresses that name no class at all.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    http_address: SocketAddr,
+    /// HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:443")]
+    https_address: SocketAddr,
+    /// `/healthz` and `/metrics` ("" turns them off).
+    #[arg(long, default_value = "0.0.0.0:10254")]
+    healthz_address: String,
+    /// Write the nodes' addresses into `status.loadBalancer` of served
+    /// Ingresses.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    update_status: bool,
+    /// Seconds a client may take to send its request headers.
+    #[arg(long, default_value_t = 60)]
+    client_header_timeout: u64,
+    /// Proxies whose X-Forwarded-For is trusted and appended to
+    /// (repeatable CIDRs); from anyone else it is replaced.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -387,6 +427,7 @@ fn main() -> anyhow::Result<()> {
             }
         }),
         Command::Dns(args) => runtime.block_on(dns(args)),
+        Command::Ingress(args) => runtime.block_on(ingress(args)),
         Command::Explain(args) => runtime.block_on(explain(args)),
         Command::Up(args) => runtime.block_on(ferry_lab::up(ferry_lab::Config {
             nodes: args.nodes,
@@ -476,6 +517,48 @@ async fn dns(args: DnsArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = ferry_dns::run(client, config) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let healthz_address = if args.healthz_address.is_empty() {
+        None
+    } else {
+        Some(args.healthz_address.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--healthz-address {:?}: expected address:port",
+                args.healthz_address
+            )
+        })?)
+    };
+    let trusted_proxies = args
+        .trusted_proxies
+        .iter()
+        .map(|c| {
+            ferry_ingress::model::route::Cidr::parse(c)
+                .ok_or_else(|| anyhow::anyhow!("--trusted-proxy {c:?}: expected a CIDR"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = ferry_ingress::agent::Config {
+        classes: ferry_ingress::model::build::Classes {
+            class: args.ingress_class,
+            controller: args.controller_class,
+            without_class: args.watch_ingress_without_class,
+        },
+        http_address: args.http_address,
+        https_address: args.https_address,
+        healthz_address,
+        update_status: args.update_status,
+        settings: ferry_ingress::dataplane::proxy::Settings {
+            header_read_timeout: std::time::Duration::from_secs(args.client_header_timeout),
+            trusted_proxies,
+            ..Default::default()
+        },
+    };
+    tokio::select! {
+        result = ferry_ingress::agent::run(client, config) => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

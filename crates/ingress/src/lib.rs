@@ -4,5 +4,7 @@
 //! HTTP/TLS proxy ([`dataplane`]), so no change ever reloads, restarts or
 //! drops a connection.
 
+pub mod agent;
 pub mod dataplane;
+pub mod health;
 pub mod model;

@@ -10,6 +10,7 @@
 
 pub mod cleanup;
 pub mod dns;
+pub mod ingress;
 pub mod underlay;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -329,6 +330,15 @@ async fn run(config: &Config, lab: &mut Running) -> anyhow::Result<()> {
         dns::REPLICAS,
         dns::REPLICAS,
         dns_upstreams.join(", ")
+    );
+    ingress::install(&client, &node_kubeconfig)
+        .await
+        .context("deploying the Ingress controller")?;
+    ingress::wait_ready(&client, config.nodes, Duration::from_secs(60)).await?;
+    println!(
+        "  ingress      {} (IngressClass {}, default) on :80 and :443 of every node",
+        ingress::DAEMONSET,
+        ingress::CLASS
     );
     println!(
         "Cluster ready in {:.1}s: {} node(s).\n\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\n  ip netns exec lab-node-1 ip -d link show flannel.1\n\nLogs in {}. Stop with Ctrl-C or `ferry down`.",
