@@ -126,18 +126,23 @@ impl Lab {
 
     /// `ferry down`, checking it succeeds and `ferry up` exits.
     pub fn down(&mut self) {
-        let out = Command::new(FERRY)
+        // `ferry down` waits for `ferry up` to be gone; as its parent we
+        // must reap it meanwhile, or it stays a zombie that looks alive.
+        let down = Command::new(FERRY)
             .args(["down", "--data-dir"])
             .arg(&self.dir)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let up = self.child.take().map(|mut child| child.wait().unwrap());
+        let out = down.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "ferry down: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if let Some(mut child) = self.child.take() {
-            let status = child.wait().unwrap();
+        if let Some(status) = up {
             assert!(
                 status.success(),
                 "ferry up exited with {status}:\n{}",
