@@ -188,7 +188,10 @@ impl Index {
     pub fn build(state: &State, config: &Config, serial: u32, synced: bool) -> Index {
         let zone = config.zone.as_str();
         let ttl = config.ttl;
-        let mut b = Builder::default();
+        let mut b = Builder {
+            names: HashMap::with_capacity(estimate_names(state)),
+            record: Vec::new(),
+        };
 
         let mut soa_rdata = Vec::with_capacity(64);
         wire::put_name(&mut soa_rdata, &format!("ns.dns.{zone}"));
@@ -277,6 +280,36 @@ impl Index {
             synced,
         }
     }
+}
+
+/// About how many names `state` gives, so the table is sized once instead
+/// of growing (a growth holds the old and the new table at once).
+fn estimate_names(state: &State) -> usize {
+    let headless: HashSet<(&str, &str)> = state
+        .services
+        .iter()
+        .filter(|(_, s)| s.kind == ServiceKind::Headless)
+        .map(|((ns, name), _)| (ns.as_str(), name.as_str()))
+        .collect();
+    let services: usize = state
+        .services
+        .values()
+        .map(|s| {
+            1 + s.ports.len()
+                + match &s.kind {
+                    ServiceKind::ClusterIp(ips) => ips.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    // A headless endpoint has a name and a reverse name.
+    let endpoints: usize = state
+        .slices
+        .iter()
+        .filter(|((ns, _), s)| headless.contains(&(ns.as_str(), s.service.as_str())))
+        .map(|(_, s)| 2 * s.endpoints.len() + s.ports.len())
+        .sum();
+    8 + 2 * state.namespaces.len() + services + endpoints
 }
 
 /// Spec 2.4: one A/AAAA per ready endpoint at the Service name and at
@@ -392,6 +425,9 @@ impl Builder {
         let at = match entry.rrsets.iter().position(|r| r.rtype == rtype) {
             Some(at) => at,
             None => {
+                // Most names have one set: no room for four (Vec's first
+                // growth), which at 100,000 names is megabytes.
+                entry.rrsets.reserve_exact(1);
                 entry.rrsets.push(RrSet {
                     rtype,
                     records: Records::default(),
