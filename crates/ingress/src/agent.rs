@@ -125,7 +125,31 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         ));
     }
     tracing::info!(http = %config.http_address, https = %config.https_address, class = %config.classes.class, "serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = follow(client, &config, &proxy, &resolver, &synced) => result,
+        _ = term.recv() => {
+            // Graceful shutdown: stop accepting, let requests in flight
+            // finish (Kubernetes' default grace period is 30 s).
+            synced.store(false, Ordering::Relaxed);
+            tracing::info!("SIGTERM: draining connections for up to {}s", DRAIN.as_secs());
+            proxy.drain(DRAIN).await;
+            Ok(())
+        }
+    }
+}
 
+/// How long a terminating controller waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// Watches the API and keeps the proxy's routes and certificates current.
+async fn follow(
+    client: kube::Client,
+    config: &Config,
+    proxy: &Arc<Proxy>,
+    resolver: &Arc<CertResolver>,
+    synced: &AtomicBool,
+) -> anyhow::Result<()> {
     let streams: Vec<Changes> = vec![
         watch(
             Api::<Ingress>::all(client.clone()),
