@@ -132,6 +132,16 @@ impl Proxy {
         if h1 && headers::bad_transfer_encoding(req.headers()) {
             return page_close(StatusCode::BAD_REQUEST);
         }
+        // RFC 9112 3.2: more than one Host is a 400 (a proxy routing on one
+        // and a backend reading another is a classic split).
+        if req.headers().get_all(HOST).iter().nth(1).is_some() {
+            return page_close(StatusCode::BAD_REQUEST);
+        }
+        // An Ingress routes requests for resources; tunnels (CONNECT) and
+        // TRACE are not proxied (nginx answers 405).
+        if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+            return page_close(StatusCode::METHOD_NOT_ALLOWED);
+        }
         // A cheap (shared bytes) copy, so the path can be borrowed while
         // the request is taken apart.
         let uri = req.uri().clone();
@@ -366,7 +376,24 @@ impl Proxy {
                     }
                     tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream request failed");
                     self.upstream_error(&loc, ErrorKind::Reset);
-                    return page(StatusCode::BAD_GATEWAY);
+                    // No response yet and an idempotent request whose body
+                    // (if any) is still whole: try the next endpoint, as
+                    // ingress-nginx's `proxy_next_upstream error` does. This
+                    // is a kept-alive connection to a pod that just exited.
+                    if last || !slot.intact() {
+                        return page(StatusCode::BAD_GATEWAY);
+                    }
+                    exclude.push(choice.endpoint);
+                    let info = RequestInfo {
+                        client,
+                        host: &host,
+                        uri: pq.as_str(),
+                        path,
+                        query: uri.query(),
+                        headers: &forward,
+                        https: scheme == "https",
+                    };
+                    next = self.balancers.choose(&loc, &info, &exclude);
                 }
             }
         };

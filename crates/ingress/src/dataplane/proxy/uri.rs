@@ -21,6 +21,11 @@ pub(super) fn normalize(path: &str) -> Option<Cow<'_, str>> {
         if b == b'%' {
             let hi = hex(bytes.next()?)?;
             let lo = hex(bytes.next()?)?;
+            // `%00` would route on one path while a C backend cuts the
+            // string at the NUL and sees another (nginx answers 400).
+            if hi == 0 && lo == 0 {
+                return None;
+            }
             decoded.push(hi << 4 | lo);
         } else {
             decoded.push(b);
@@ -120,6 +125,7 @@ mod tests {
         assert_eq!(n("/.hidden").as_deref(), Some("/.hidden"));
         assert_eq!(n("/../etc"), None);
         assert_eq!(n("/bad%zz"), None);
+        assert_eq!(n("/admin%00.html"), None);
         assert_eq!(n("/short%4"), None);
     }
 
