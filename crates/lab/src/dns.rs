@@ -204,7 +204,8 @@ pub async fn install(
     Ok(())
 }
 
-fn ignore_exists<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+/// A create that found the object already there counts as done.
+pub(crate) fn ignore_exists<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
     match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),

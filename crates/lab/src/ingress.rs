@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::networking::v1::IngressClass;
 use kube::api::{Api, PostParams};
 
-use crate::dns::NAMESPACE;
+use crate::dns::{NAMESPACE, ignore_exists};
 
 /// The DaemonSet and its container.
 pub const DAEMONSET: &str = "ferry-ingress";
@@ -98,14 +98,6 @@ pub async fn install(client: &kube::Client, kubeconfig: &Path) -> anyhow::Result
     )
     .with_context(|| format!("creating DaemonSet {NAMESPACE}/{DAEMONSET}"))?;
     Ok(())
-}
-
-fn ignore_exists<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Waits until the DaemonSet has a ready pod on each of `nodes` nodes.

@@ -346,56 +346,38 @@ impl Proxy {
                     loc.read_timeout,
                 )
                 .await;
-            match result {
+            let (kind, e) = match result {
                 Ok(resp) => break (resp, choice, sent),
-                Err(Failure::Connect(e)) => {
-                    tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream connect failed");
-                    self.upstream_error(&loc, ErrorKind::Connect);
-                    if last || !slot.intact() {
-                        return page(StatusCode::BAD_GATEWAY);
-                    }
-                    exclude.push(choice.endpoint);
-                    let info = RequestInfo {
-                        client,
-                        host: &host,
-                        uri: pq.as_str(),
-                        path,
-                        query: uri.query(),
-                        headers: &forward,
-                        https: scheme == "https",
-                    };
-                    next = self.balancers.choose(&loc, &info, &exclude);
-                }
                 Err(Failure::Timeout) => {
                     self.upstream_error(&loc, ErrorKind::Timeout);
                     return page(StatusCode::GATEWAY_TIMEOUT);
                 }
-                Err(Failure::Other(e)) => {
-                    if slot.exceeded() {
-                        return page(StatusCode::PAYLOAD_TOO_LARGE);
-                    }
-                    tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream request failed");
-                    self.upstream_error(&loc, ErrorKind::Reset);
-                    // No response yet and an idempotent request whose body
-                    // (if any) is still whole: try the next endpoint, as
-                    // ingress-nginx's `proxy_next_upstream error` does. This
-                    // is a kept-alive connection to a pod that just exited.
-                    if last || !slot.intact() {
-                        return page(StatusCode::BAD_GATEWAY);
-                    }
-                    exclude.push(choice.endpoint);
-                    let info = RequestInfo {
-                        client,
-                        host: &host,
-                        uri: pq.as_str(),
-                        path,
-                        query: uri.query(),
-                        headers: &forward,
-                        https: scheme == "https",
-                    };
-                    next = self.balancers.choose(&loc, &info, &exclude);
+                Err(Failure::Other(_)) if slot.exceeded() => {
+                    return page(StatusCode::PAYLOAD_TOO_LARGE);
                 }
+                Err(Failure::Connect(e)) => (ErrorKind::Connect, e),
+                Err(Failure::Other(e)) => (ErrorKind::Reset, e),
+            };
+            tracing::debug!(endpoint = %choice.endpoint, error = %e, "upstream attempt failed");
+            self.upstream_error(&loc, kind);
+            // No response yet and an idempotent request whose body (if any)
+            // is still whole: try the next endpoint, as ingress-nginx's
+            // `proxy_next_upstream error` does (a refused connect, or a
+            // kept-alive connection to a pod that just exited).
+            if last || !slot.intact() {
+                return page(StatusCode::BAD_GATEWAY);
             }
+            exclude.push(choice.endpoint);
+            let info = RequestInfo {
+                client,
+                host: &host,
+                uri: pq.as_str(),
+                path,
+                query: uri.query(),
+                headers: &forward,
+                https: scheme == "https",
+            };
+            next = self.balancers.choose(&loc, &info, &exclude);
         };
 
         let header_time = sent.elapsed();
