@@ -5,21 +5,27 @@
 //!   upstream. It sits in a shared slot and is taken on the first poll, so
 //!   an attempt that failed to connect (and so never polled it) leaves it
 //!   for the next endpoint: retries work for bodies too. Bytes are counted
-//!   against `proxy-body-size`; going over fails the upstream request and
-//!   raises a flag the pipeline turns into 413.
+//!   against `proxy-body-size`. When the body goes wrong on the client's
+//!   side (over the limit, a broken chunked encoding, or no bytes for
+//!   `client-body-timeout`) the upstream request fails and the slot
+//!   records why, so the pipeline answers as nginx does (413, 400, 408)
+//!   instead of blaming the upstream (502, 504).
 //! * [`Observed`]: wraps every response to the client, counts bytes and
 //!   runs [`End::finish`] (metrics, in-flight guards) when the body ends
 //!   or is dropped.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,6 +49,30 @@ pub(super) enum BodyError {
     TooLarge(u64),
     #[error("request body already sent to another endpoint")]
     Gone,
+    #[error("client sent no request body bytes for {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why the client's request body failed, when it was the client's fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BodyFault {
+    /// Over `proxy-body-size`: 413.
+    TooLarge = 1,
+    /// Not valid framing (a bad chunk size, a bare LF, ...): 400.
+    Malformed = 2,
+    /// Stalled for `client-body-timeout`: 408.
+    Stalled = 3,
+}
+
+impl BodyFault {
+    fn from_u8(v: u8) -> Option<BodyFault> {
+        match v {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::Malformed),
+            3 => Some(BodyFault::Stalled),
+            _ => None,
+        }
+    }
 }
 
 /// The client's request body, shared by the attempts of one request.
@@ -51,17 +81,21 @@ pub(super) struct BodySlot {
     hint: SizeHint,
     empty: bool,
     limit: Option<u64>,
-    exceeded: Arc<AtomicBool>,
+    idle_timeout: Duration,
+    fault: Arc<AtomicU8>,
 }
 
 impl BodySlot {
-    pub(super) fn new(body: Incoming, limit: Option<u64>) -> BodySlot {
+    /// `limit` is `proxy-body-size`; `idle_timeout` is
+    /// `client-body-timeout`, the longest wait for the next body bytes.
+    pub(super) fn new(body: Incoming, limit: Option<u64>, idle_timeout: Duration) -> BodySlot {
         BodySlot {
             hint: body.size_hint(),
             empty: body.is_end_stream(),
             slot: Arc::new(Mutex::new(Some(body))),
             limit,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            idle_timeout,
+            fault: Arc::new(AtomicU8::new(0)),
         }
     }
 
@@ -74,7 +108,10 @@ impl BodySlot {
             empty: self.empty,
             limit: self.limit,
             seen: 0,
-            exceeded: self.exceeded.clone(),
+            idle_timeout: self.idle_timeout,
+            idle: None,
+            waiting: false,
+            fault: self.fault.clone(),
         }
     }
 
@@ -84,9 +121,9 @@ impl BodySlot {
         self.empty || self.slot.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 
-    /// Whether the body went over `proxy-body-size`.
-    pub(super) fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Acquire)
+    /// Whether (and how) the client's body went wrong.
+    pub(super) fn fault(&self) -> Option<BodyFault> {
+        BodyFault::from_u8(self.fault.load(Ordering::Acquire))
     }
 }
 
@@ -98,7 +135,13 @@ pub struct UpstreamBody {
     empty: bool,
     limit: Option<u64>,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
+    idle_timeout: Duration,
+    /// Armed when the client's body has no bytes ready; fires after
+    /// `idle_timeout` of continuous waiting.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// Whether the last poll found nothing (so `idle` is running).
+    waiting: bool,
+    fault: Arc<AtomicU8>,
 }
 
 impl UpstreamBody {
@@ -111,8 +154,23 @@ impl UpstreamBody {
             empty: true,
             limit: None,
             seen: 0,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            idle_timeout: Duration::MAX,
+            idle: None,
+            waiting: false,
+            fault: Arc::new(AtomicU8::new(0)),
         }
+    }
+
+    fn failed(
+        &mut self,
+        fault: BodyFault,
+        error: BoxError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.fault.store(fault as u8, Ordering::Release);
+        // Nothing more is read from a body that failed.
+        self.inner = None;
+        self.empty = true;
+        Poll::Ready(Some(Err(error)))
     }
 }
 
@@ -143,20 +201,42 @@ impl HttpBody for UpstreamBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if let Some(limit) = this.limit
                         && this.seen > limit
                     {
-                        this.exceeded.store(true, Ordering::Release);
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                        return this.failed(BodyFault::TooLarge, BodyError::TooLarge(limit).into());
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            // hyper's decoder refused the framing (or the client went
+            // away mid-body): the client's fault either way.
+            Poll::Ready(Some(Err(e))) => this.failed(BodyFault::Malformed, e.into()),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    // `Duration::MAX` (no body expected) never arms.
+                    if let Some(deadline) = Instant::now().checked_add(this.idle_timeout) {
+                        match this.idle.as_mut() {
+                            Some(idle) => idle.as_mut().reset(deadline),
+                            None => {
+                                this.idle = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                            }
+                        }
+                    }
+                }
+                match this.idle.as_mut().map(|idle| idle.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        let timeout = this.idle_timeout;
+                        this.failed(BodyFault::Stalled, BodyError::Timeout(timeout).into())
+                    }
+                    _ => Poll::Pending,
+                }
+            }
         }
     }
 

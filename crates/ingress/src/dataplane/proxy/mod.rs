@@ -47,6 +47,9 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Largest request head; more gets 431 (32 KiB).
     pub max_header_bytes: usize,
+    /// `client-body-timeout`: the longest wait for the next bytes of a
+    /// request body before the request fails with 408 (60 s).
+    pub client_body_timeout: Duration,
     /// `keep-alive`: idle client connections are closed after this (75 s).
     pub keepalive_idle: Duration,
     /// `proxy-next-upstream-tries`: attempts per request, counting the
@@ -61,6 +64,7 @@ impl Default for Settings {
         Settings {
             header_read_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
+            client_body_timeout: Duration::from_secs(60),
             keepalive_idle: Duration::from_secs(75),
             max_retries: 3,
             trusted_proxies: Vec::new(),

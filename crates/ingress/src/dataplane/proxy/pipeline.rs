@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use super::body::{Body, BodySlot, End, Observed, UpstreamBody};
+use super::body::{Body, BodyFault, BodySlot, End, Observed, UpstreamBody};
 use super::errors::{no_content, page, page_close, redirect};
 use super::headers::{self, Forwarded};
 use super::metrics::{ErrorKind, Sample};
@@ -94,6 +94,11 @@ fn path_label(rule: &PathRule) -> &str {
     }
 }
 
+/// nginx's request-line buffer (one of `large-client-header-buffers`).
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// The request line around method and target: `' '`, `" HTTP/1.1\r\n"`.
+const REQUEST_LINE_OVERHEAD: usize = 1 + 11;
+
 impl Proxy {
     pub(super) async fn handle(
         self: Arc<Self>,
@@ -145,6 +150,18 @@ impl Proxy {
         // A cheap (shared bytes) copy, so the path can be borrowed while
         // the request is taken apart.
         let uri = req.uri().clone();
+        // ingress-nginx's `large-client-header-buffers` (4 8k): a request
+        // line that does not fit one 8 KiB buffer is a 414.
+        let target_len = uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if req.method().as_str().len() + target_len + REQUEST_LINE_OVERHEAD > MAX_REQUEST_LINE {
+            return page_close(StatusCode::URI_TOO_LONG);
+        }
+        // The asterisk form is only for a server-wide OPTIONS (RFC 9112
+        // 3.2.4); with any other method the target is malformed.
+        if uri.path() == "*" && req.method() != Method::OPTIONS {
+            return page_close(StatusCode::BAD_REQUEST);
+        }
         let raw_host = match uri
             .authority()
             .map(|a| a.as_str())
@@ -308,7 +325,7 @@ impl Proxy {
             Err(_) => return page(StatusCode::BAD_REQUEST),
         };
 
-        let slot = BodySlot::new(body, loc.body_limit);
+        let slot = BodySlot::new(body, loc.body_limit, self.settings.client_body_timeout);
         let retry = headers::idempotent(&method);
         let max_tries = self.settings.max_retries.max(1);
         let mut exclude: Vec<SocketAddr> = Vec::new();
@@ -346,14 +363,23 @@ impl Proxy {
                     loc.read_timeout,
                 )
                 .await;
+            // The client's body went wrong: its fault, not the upstream's.
+            // What is left of the body on the connection can't be framed,
+            // so the connection closes after the answer.
+            if result.is_err()
+                && let Some(fault) = slot.fault()
+            {
+                return page_close(match fault {
+                    BodyFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                    BodyFault::Malformed => StatusCode::BAD_REQUEST,
+                    BodyFault::Stalled => StatusCode::REQUEST_TIMEOUT,
+                });
+            }
             let (kind, e) = match result {
                 Ok(resp) => break (resp, choice, sent),
                 Err(Failure::Timeout) => {
                     self.upstream_error(&loc, ErrorKind::Timeout);
                     return page(StatusCode::GATEWAY_TIMEOUT);
-                }
-                Err(Failure::Other(_)) if slot.exceeded() => {
-                    return page(StatusCode::PAYLOAD_TOO_LARGE);
                 }
                 Err(Failure::Connect(e)) => (ErrorKind::Connect, e),
                 Err(Failure::Other(e)) => (ErrorKind::Reset, e),
