@@ -30,9 +30,10 @@ impl CertResolver {
         })
     }
 
-    /// Publishes a new table; handshakes in flight finish with the old one.
-    pub fn swap(&self, index: CertIndex) {
-        self.index.store(Arc::new(index));
+    /// Publishes a new table and returns the previous one; handshakes in
+    /// flight finish with the old one.
+    pub fn swap(&self, index: CertIndex) -> Arc<CertIndex> {
+        self.index.swap(Arc::new(index))
     }
 
     pub fn current(&self) -> Arc<CertIndex> {

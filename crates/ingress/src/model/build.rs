@@ -3,15 +3,15 @@
 //! (which become Events on the Ingress that has them). A bad Ingress only
 //! loses its own rules; everything else is built as usual.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::annotations::{self, Diagnostic, IngressAnnotations};
+use super::annotations::{Diagnostic, IngressAnnotations};
 use super::objects::{
     BackendRef, IngressClassInfo, IngressInfo, PortRef, SecretInfo, ServiceInfo, SliceInfo,
 };
 use super::paths::{PathRule, PathType};
-use super::route::{Canary, Location, ObjectRef, Routes, Upstream};
+use super::route::{BackendProtocol, Balance, Canary, Location, ObjectRef, Routes, Upstream};
 use super::router::HostRule;
 use super::tls::{CertIndex, Certificate};
 
@@ -97,26 +97,30 @@ fn warning(reason: &'static str, message: String) -> Diagnostic {
 }
 
 /// Builds everything from `state`. `default_cert` serves unknown names.
-pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Built {
+pub fn build<'s>(state: &'s State, classes: &Classes, default_cert: Certificate) -> Built {
     let mut owned: Vec<&IngressInfo> = state
         .ingresses
         .values()
         .filter(|i| classes.owns(i, &state.classes))
         .collect();
-    // Oldest first: the oldest Ingress wins a host and path.
-    owned.sort_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
+    // Oldest first: the oldest Ingress wins a host and path (keys are
+    // unique, so the unstable sort is deterministic).
+    owned.sort_unstable_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
 
     let mut events = Vec::new();
-    let mut parsed: Vec<(&IngressInfo, IngressAnnotations)> = Vec::with_capacity(owned.len());
-    for ing in &owned {
-        let (a, diagnostics) = annotations::parse(&ing.key.to_string(), &ing.annotations);
-        events.extend(diagnostics.into_iter().map(|d| IngressEvent {
-            ingress: ing.key.clone(),
-            uid: ing.uid.clone(),
-            diagnostic: d,
-        }));
-        parsed.push((ing, a));
-    }
+    // Annotations were parsed when each Ingress was last changed.
+    let parsed: Vec<(&IngressInfo, &IngressAnnotations)> = owned
+        .iter()
+        .map(|ing| {
+            let (a, diagnostics) = &*ing.parsed;
+            events.extend(diagnostics.iter().map(|d| IngressEvent {
+                ingress: ing.key.clone(),
+                uid: ing.uid.clone(),
+                diagnostic: d.clone(),
+            }));
+            (*ing, a)
+        })
+        .collect();
     // ingress-nginx: use-regex (or a rewrite-target) on any Ingress of a
     // host turns every path of that host into a regex.
     let mut regex_hosts: HashSet<HostRule> = HashSet::new();
@@ -130,7 +134,10 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
 
     let slices = slices_by_service(state);
     let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
-    let mut resolve =
+    // Most rules name a backend some other rule already resolved.
+    type ResolveKey<'s> = (&'s str, &'s str, &'s PortRef, BackendProtocol, &'s Balance);
+    let mut resolved: HashMap<ResolveKey<'_>, Result<Arc<Upstream>, String>> = HashMap::new();
+    let mut resolve_new =
         |ns: &str, backend: &BackendRef, a: &IngressAnnotations| -> Result<Arc<Upstream>, String> {
             let (name, port) = match backend {
                 BackendRef::Service { name, port } => (name, port),
@@ -179,11 +186,28 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
             upstreams.insert(id, u.clone());
             Ok(u)
         };
+    let mut resolve = |ns: &'s str,
+                       backend: &'s BackendRef,
+                       a: &'s IngressAnnotations|
+     -> Result<Arc<Upstream>, String> {
+        let BackendRef::Service { name, port } = backend else {
+            return resolve_new(ns, backend, a);
+        };
+        resolved
+            .entry((ns, name, port, a.backend_protocol, &a.balance))
+            .or_insert_with(|| resolve_new(ns, backend, a))
+            .clone()
+    };
 
-    // (host, path type, path) → location, oldest first; canaries attach
-    // to what is there.
-    let mut locations: BTreeMap<(String, u8, String), (HostRule, PathRule, Location)> =
-        BTreeMap::new();
+    // (host, path type, path) → index in `locations`, oldest first;
+    // canaries attach to what is there.
+    let rule_count: usize = parsed
+        .iter()
+        .flat_map(|(ing, _)| &ing.rules)
+        .map(|r| r.paths.len())
+        .sum();
+    let mut slots: HashMap<(&str, u8, String), usize> = HashMap::with_capacity(rule_count);
+    let mut locations: Vec<(HostRule, PathRule, Location)> = Vec::with_capacity(rule_count);
     let mut default_backend: Option<Location> = None;
     let empty_upstream = |ns: &str| {
         Arc::new(Upstream {
@@ -220,7 +244,7 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
         for rule in &ing.rules {
             let host = HostRule::parse(rule.host.as_deref());
             let regex = regex_hosts.contains(&host);
-            let host_name = rule.host.clone().unwrap_or_default().to_ascii_lowercase();
+            let host_name = rule.host.as_deref().unwrap_or_default();
             for p in &rule.paths {
                 let path = match PathRule::new(&p.path, p.path_type, regex) {
                     Ok(path) => path,
@@ -242,7 +266,7 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
                     PathRule::Exact(s) | PathRule::Prefix(s) => s.clone(),
                     PathRule::Regex { source, .. } => source.clone(),
                 };
-                let slot = (host_name.clone(), kind, normalized);
+                let slot = (host_name, kind, normalized);
                 let upstream = match resolve(ns, &p.backend, a) {
                     Ok(u) => u,
                     Err(e) => {
@@ -255,8 +279,8 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
                     }
                 };
                 if let Some(spec) = &a.canary {
-                    match locations.get_mut(&slot) {
-                        Some((_, _, primary)) if primary.canary.is_none() => {
+                    match slots.get(&slot).map(|&i| &mut locations[i].2) {
+                        Some(primary) if primary.canary.is_none() => {
                             primary.canary = Some(Canary {
                                 upstream,
                                 ingress: ing.key.clone(),
@@ -283,7 +307,7 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
                     }
                     continue;
                 }
-                if let Some((_, _, holder)) = locations.get(&slot) {
+                if let Some(holder) = slots.get(&slot).map(|&i| &locations[i].2) {
                     report(
                         &mut events,
                         "HostPathConflict",
@@ -294,17 +318,30 @@ pub fn build(state: &State, classes: &Classes, default_cert: Certificate) -> Bui
                     );
                     continue;
                 }
-                let mut loc =
-                    Location::new(ing.key.clone(), host_name.clone(), path.clone(), upstream);
+                let mut loc = Location::new(
+                    ing.key.clone(),
+                    host_name.to_string(),
+                    path.clone(),
+                    upstream,
+                );
                 a.apply(&mut loc);
-                locations.insert(slot, (host.clone(), path, loc));
+                slots.insert(slot, locations.len());
+                locations.push((host.clone(), path, loc));
             }
         }
     }
 
+    // Into the router in (host, type, path) order, so that equal-length
+    // regexes of a host keep one order whatever the Ingresses' ages.
+    let mut order: Vec<((&str, u8, String), usize)> = slots.into_iter().collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut locations: Vec<Option<(HostRule, PathRule, Location)>> =
+        locations.into_iter().map(Some).collect();
     let mut routes = Routes::default();
-    for (_, (host, path, loc)) in locations {
-        routes.router.insert(&host, path, Arc::new(loc));
+    for (_, i) in order {
+        if let Some((host, path, loc)) = locations[i].take() {
+            routes.router.insert(&host, path, Arc::new(loc));
+        }
     }
     routes.router.default_backend = default_backend.map(Arc::new);
 

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
+use super::annotations::{self, Diagnostic, IngressAnnotations};
 use super::paths::PathType;
 use super::route::ObjectRef;
 use super::tls::{Certificate, TlsError};
@@ -63,6 +64,7 @@ pub struct PathInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleInfo {
+    /// Lowercase; `None` for a rule without host.
     pub host: Option<String>,
     pub paths: Vec<PathInfo>,
 }
@@ -83,6 +85,9 @@ pub struct IngressInfo {
     pub legacy_class: Option<String>,
     /// Only keys under the ingress-nginx and Ferry prefixes.
     pub annotations: BTreeMap<String, String>,
+    /// `annotations` parsed, with their problems: once per change of the
+    /// Ingress, not at every rebuild.
+    pub parsed: Arc<(IngressAnnotations, Vec<Diagnostic>)>,
     pub default_backend: Option<BackendRef>,
     pub rules: Vec<RuleInfo>,
     pub tls: Vec<TlsInfo>,
@@ -114,11 +119,18 @@ impl IngressInfo {
         let meta = &ing.metadata;
         let spec = ing.spec.clone().unwrap_or_default();
         let annotations = meta.annotations.clone().unwrap_or_default();
+        let key = ObjectRef {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        };
+        let legacy_class = annotations.get(LEGACY_CLASS_ANNOTATION).cloned();
+        let annotations: BTreeMap<String, String> = annotations
+            .into_iter()
+            .filter(|(k, _)| KEPT_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .collect();
+        let parsed = Arc::new(annotations::parse(&key.to_string(), &annotations));
         IngressInfo {
-            key: ObjectRef {
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                name: meta.name.clone().unwrap_or_default(),
-            },
+            key,
             uid: meta.uid.clone().unwrap_or_default(),
             created: meta
                 .creation_timestamp
@@ -126,18 +138,20 @@ impl IngressInfo {
                 .map(|t| t.0.to_string())
                 .unwrap_or_default(),
             class_name: spec.ingress_class_name.clone(),
-            legacy_class: annotations.get(LEGACY_CLASS_ANNOTATION).cloned(),
-            annotations: annotations
-                .into_iter()
-                .filter(|(k, _)| KEPT_PREFIXES.iter().any(|p| k.starts_with(p)))
-                .collect(),
+            legacy_class,
+            annotations,
+            parsed,
             default_backend: spec.default_backend.as_ref().map(backend),
             rules: spec
                 .rules
                 .iter()
                 .flatten()
                 .map(|r| RuleInfo {
-                    host: r.host.clone().filter(|h| !h.is_empty()),
+                    host: r
+                        .host
+                        .as_deref()
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_ascii_lowercase),
                     paths: r
                         .http
                         .iter()

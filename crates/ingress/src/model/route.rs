@@ -42,7 +42,7 @@ pub enum BackendProtocol {
 
 /// How an endpoint is picked (`load-balance`, `upstream-hash-by`,
 /// `affinity`; affinity wins over hashing, hashing over the policy).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Balance {
     #[default]
     RoundRobin,

@@ -116,8 +116,10 @@ impl Proxy {
 
     /// Publishes new routes atomically; requests in flight finish on the
     /// routes they started with.
-    pub fn swap(&self, routes: Routes) {
-        self.routes.store(Arc::new(routes));
+    /// Serves `routes` from now on; returns the previous ones (requests
+    /// in flight may still hold them).
+    pub fn swap(&self, routes: Routes) -> Arc<Routes> {
+        self.routes.swap(Arc::new(routes))
     }
 
     /// The routes currently served.

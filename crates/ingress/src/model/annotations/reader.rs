@@ -59,22 +59,49 @@ impl<'a> Reader<'a> {
     /// then the legacy one (the nginx one wins); a name containing `/` is a
     /// full key (`ferry.dev/hsts`). Empty values count as unset.
     pub fn raw(&self, name: &str) -> Option<Raw> {
-        let keys = if name.contains('/') {
-            vec![name.to_string()]
-        } else {
-            vec![format!("{NGINX}{name}"), format!("{LEGACY}{name}")]
+        // Called for every supported name on every Ingress at every
+        // rebuild: no key strings are built, and an Ingress without
+        // annotations costs nothing.
+        if self.map.is_empty() {
+            return None;
+        }
+        let lookup = |prefix: &str| {
+            if name.contains('/') {
+                return (prefix.is_empty())
+                    .then(|| self.map.get_key_value(name))
+                    .flatten();
+            }
+            if prefix.is_empty() {
+                return None;
+            }
+            // The keys under `prefix` sort together; the one equal to
+            // `prefix + name` is the first at or after it whose suffix is
+            // `name`.
+            self.map
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .find(|(k, _)| &k[prefix.len()..] == name)
         };
         let mut found: Option<Raw> = None;
-        for key in keys {
-            let Some(value) = self.map.get(&key).map(|v| normalize(v)) else {
+        for prefix in ["", NGINX, LEGACY] {
+            let Some((key, value)) = lookup(prefix) else {
                 continue;
             };
+            let value = normalize(value);
             if value.is_empty() {
                 tracing::debug!(ingress = self.object, annotation = %key, "empty annotation ignored");
                 continue;
             }
             match &found {
-                None => found = Some(Raw { key, value }),
+                None => {
+                    found = Some(Raw {
+                        key: key.clone(),
+                        value,
+                    })
+                }
                 Some(used) => tracing::debug!(
                     ingress = self.object,
                     ignored = %key,
