@@ -21,7 +21,10 @@
 # Usage (as root): bench/ingress/run.sh
 # Environment: ROUNDS (default 2), DURATION (wrk seconds, default 5),
 #   HOSTS (default 10000), PROXY_CPU (default 1), CLIENT_CPU (default 0),
-#   SKIP_PERF=1 (no perf record of ferry at the end).
+#   SKIP_PERF=1 (no perf record of ferry at the end),
+#   QUICK=1 (only 1 host, tiny and 1 KB, ferry/nginx/HAProxy, then a perf
+#   profile of ferry serving tiny responses unless SKIP_PERF=1: the loop
+#   for work on the proxy's request path).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -306,6 +309,34 @@ nginx_reload_cc() { # samples
         echo "$(((t1 - t0) / 1000))"
     done | sort -n | awk '{ a[NR] = $1 } END { printf "nginx reload -> new path served, %d samples: p50 %.1f ms, max %.1f ms\n", NR, a[int((NR + 1) / 2)] / 1000, a[NR] / 1000 }'
 }
+
+if [[ -n ${HOLD:-} ]]; then
+    # Keep everything up for manual measurements (stopped by a signal).
+    echo "holding: ferry $FE (pid $ferrypid), nginx $NG (pid $(cat "$W/ng/pid")), haproxy $HA (pid $hapid), backend $BE, netns $FBI_IN_NETNS"
+    sleep infinity &
+    wait $! || true
+    exit 0
+fi
+if [[ -n ${QUICK:-} ]]; then
+    echo "### quick: 1 host (label hosts size req/s p50 p99 server-CPU% CPU-us/request)"
+    for ((r = 1; r <= rounds; r++)); do
+        for size in tiny 1k; do
+            for label in ferry nginx haproxy; do
+                case $label in ferry) a=$FE ;; nginx) a=$NG ;; haproxy) a=$HA ;; esac
+                wrk_run "$label" 1 "$size" "$a"
+            done
+        done
+    done
+    if [[ -z ${SKIP_PERF:-} ]] && command -v perf >/dev/null; then
+        (sleep 1 && perf record -F 1999 -g -p "$ferrypid" -o "$W/perf.data" -- sleep 3 >/dev/null 2>&1) &
+        perfpid=$!
+        taskset -c "$ccpu" wrk -t1 -c64 -d5s -H "Host: h0.bench" "http://$FE/tiny" | grep 'Requests/sec'
+        wait "$perfpid" || true
+        perf report -i "$W/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep '%' | grep -v '^#' | awk '{ $1 = $1 }; 1' | cut -c1-160 | sed -n 1,60p || true
+        cp "$W/perf.data" /tmp/ferry-ingress-quick.perf
+    fi
+    exit 0
+fi
 
 echo "### 1 host: RPS and latency (label hosts size req/s p50 p99 server-CPU% CPU-us/request)"
 matrix 1

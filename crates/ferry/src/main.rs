@@ -220,6 +220,10 @@ struct IngressArgs {
     /// Seconds a client may take to send its request headers.
     #[arg(long, default_value_t = 60)]
     client_header_timeout: u64,
+    /// Proxy worker threads, each with its own event loop; 0 is one per
+    /// CPU (ingress-nginx's `worker-processes: auto`).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Proxies whose X-Forwarded-For is trusted and appended to
     /// (repeatable CIDRs); from anyone else it is replaced.
     #[arg(long = "trusted-proxy")]
@@ -551,6 +555,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
         https_address: args.https_address,
         healthz_address,
         update_status: args.update_status,
+        workers: args.workers,
         settings: ferry_ingress::dataplane::proxy::Settings {
             header_read_timeout: std::time::Duration::from_secs(args.client_header_timeout),
             trusted_proxies,

@@ -36,6 +36,9 @@ pub struct Config {
     pub healthz_address: Option<SocketAddr>,
     /// Write node addresses into `status.loadBalancer` of served Ingresses.
     pub update_status: bool,
+    /// Proxy worker threads; 0 is one per CPU this process may run on
+    /// (ingress-nginx's `worker-processes: auto`).
+    pub workers: usize,
     pub settings: Settings,
 }
 
@@ -104,14 +107,20 @@ fn node_ip(n: &Node) -> Option<String> {
 pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
     let resolver = CertResolver::new(CertIndex::new(default_certificate()));
     let proxy = Proxy::new(Routes::default(), config.settings.clone());
-    let http = crate::dataplane::proxy::bind(config.http_address)?;
-    let https = crate::dataplane::proxy::bind(config.https_address)?;
-    tokio::spawn(proxy.clone().serve_http(http));
-    tokio::spawn(proxy.clone().serve_https(
-        https,
-        server_config(resolver.clone()),
-        resolver.clone(),
-    ));
+    let http = crate::dataplane::proxy::bind_std(config.http_address)?;
+    let https = crate::dataplane::proxy::bind_std(config.https_address)?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    crate::dataplane::proxy::spawn_workers(
+        &proxy,
+        workers,
+        &http,
+        &https,
+        &server_config(resolver.clone()),
+        &resolver,
+    )?;
     let synced = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.healthz_address {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -121,7 +130,7 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
             synced.clone(),
         ));
     }
-    tracing::info!(http = %config.http_address, https = %config.https_address, class = %config.classes.class, "serving");
+    tracing::info!(http = %config.http_address, https = %config.https_address, workers, class = %config.classes.class, "serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = follow(client, &config, &proxy, &resolver, &synced) => result,
