@@ -135,16 +135,23 @@ nginx_conf() {
         echo "  uwsgi_temp_path $W/ng/ut; scgi_temp_path $W/ng/st; keepalive_requests 1000000;"
         echo "  ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;"
         echo "  upstream be { server $BE; keepalive 64; keepalive_requests 1000000; }"
+        # The request headers ingress-nginx's template sets (and Ferry
+        # sets), so that every proxy does the same work per request.
+        echo "  proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host;"
+        echo "  proxy_set_header X-Request-ID \$request_id; proxy_set_header X-Real-IP \$remote_addr;"
+        echo "  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Host \$host;"
+        echo "  proxy_set_header X-Forwarded-Port \$server_port; proxy_set_header X-Forwarded-Proto \$scheme;"
+        echo "  proxy_set_header X-Forwarded-Scheme \$scheme; proxy_set_header X-Scheme \$scheme;"
         echo "  server { listen $NG reuseport backlog=4096 default_server; listen $NGS ssl default_server; return 404; }"
         echo "  include $W/ng/cc.conf;"
         for ((i = 0; i < n; i++)); do
-            echo "  server { listen $NG; server_name h$i.bench; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+            echo "  server { listen $NG; server_name h$i.bench; location / { proxy_pass http://be; } }"
         done
         echo "}"
     } >"$W/ng/nginx.conf"
 }
 nginx_cc() {
-    echo "server { listen $NG; server_name cc.bench; location = /cc-$1 { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; } location / { return 404; } }" >"$W/ng/cc.conf"
+    echo "server { listen $NG; server_name cc.bench; location = /cc-$1 { proxy_pass http://be; } location / { return 404; } }" >"$W/ng/cc.conf"
 }
 haproxy_conf() {
     local n=$1 i
@@ -165,6 +172,16 @@ frontend fe
   bind $HA
   bind $HAS ssl crt $W/both.pem
   use_backend %[req.hdr(host),lower,map($W/hosts.map)]
+  # The request headers ingress-nginx sets (and Ferry sets).
+  option forwardfor
+  http-request set-header X-Request-ID %[uuid]
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Scheme %[req.hdr(x-forwarded-proto)]
+  http-request set-header X-Scheme %[req.hdr(x-forwarded-proto)]
 backend be
   http-reuse always
   server s1 $BE
