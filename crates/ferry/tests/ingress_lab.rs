@@ -356,6 +356,31 @@ spec:
     http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: s1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bad-regex
+  namespace: yuchaoit
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+spec:
+  rules:
+  - host: regex.example.com
+    http:
+      paths:
+      - {path: "/(unclosed", pathType: ImplementationSpecific, backend: {service: {name: s1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad-backend, namespace: yuchaoit}
+spec:
+  rules:
+  - host: bad.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: no-such-service, port: {number: 80}}}}
+      - {path: /port, pathType: Prefix, backend: {service: {name: s1, port: {number: 9999}}}}
 "#;
 
 /// `kubectl apply -f <file>` with the manifest in a file; the output.
@@ -590,6 +615,33 @@ fn ingress_end_to_end() {
     assert_eq!(r.body.trim(), backend_says("s1", "/"), "{r:?}");
     assert_eq!(r.header("x-snippet"), None, "{r:?}");
     wait_for_warning(&lab, "tls-missing", "TLSSecretNotFound");
+    // 7. An invalid regex and an unknown service or port: a warning on
+    // that Ingress, which loses only its own rules; the others serve.
+    wait_for_warning(&lab, "bad-regex", "InvalidPath");
+    let line = wait_for_warning(&lab, "bad-backend", "BackendError");
+    assert!(
+        line.contains("no-such-service") || line.contains("9999"),
+        "{line}"
+    );
+    let events = lab.kubectl_ok(&["get", "events", "-n", NS]);
+    for needle in [
+        "service yuchaoit/no-such-service does not exist",
+        "has no port 9999",
+    ] {
+        assert!(
+            events.contains(needle),
+            "no BackendError saying {needle:?} in:\n{events}"
+        );
+    }
+    // Its rule (to s1) is dropped: the defaultBackend (s2) answers.
+    let r = get_logged(NODE_IPS[1], "regex.example.com", "/");
+    assert_eq!(r.body.trim(), backend_says("s2", "/"), "{r:?}");
+    let r = get_logged(NODE_IPS[1], "bad.example.com", "/");
+    assert_eq!(r.status, 503, "an unknown service has no endpoints: {r:?}");
+    let r = get_logged(NODE_IPS[1], "www.example.com", "/");
+    assert!(page_pod(&r.body, &names).is_some(), "{r:?}");
+    let r = get_logged(NODE_IPS[1], "snippet.example.com", "/");
+    assert_eq!(r.body.trim(), backend_says("s1", "/"), "{r:?}");
 
     // 7. TLS for www.example.com from a Secret.
     let cert = dir.path().join("www.crt");
@@ -711,7 +763,11 @@ fn ingress_end_to_end() {
     );
 
     // 6. ADDRESS and PORTS of every served Ingress.
+    // Ingresses with bad rules are still ours and served (what is valid
+    // of them), so they get addresses too.
     let want: BTreeMap<&str, &str> = [
+        ("bad-backend", "80"),
+        ("bad-regex", "80"),
         ("fallback", "80"),
         ("fanout", "80"),
         ("legacy", "80"),

@@ -1,16 +1,17 @@
-//! Pooled connections for HTTP/2 (h2c, gRPC) and TLS upstreams.
+//! Pooled upstream connections for every backend protocol.
 //!
-//! Why not hyper-util's legacy `Client` here too: a TLS connector for it
-//! must implement `tower_service::Service`, a crate this one does not
-//! depend on; and the legacy client sends the endpoint address as HTTP/2
-//! `:authority`, while a proxy must send the client's host. So this pool
-//! drives hyper's connection-level clients itself: one shared HTTP/2
-//! connection per endpoint (multiplexed), or idle HTTP/1.1 connections
-//! (TLS endpoints that did not negotiate h2) reused until they have been
-//! idle for 60 s. Upstream certificates are not verified (ingress-nginx's
-//! `proxy_ssl_verify off`), and no SNI is sent (`proxy_ssl_server_name
-//! off`); the handshake signature is still checked against the presented
-//! certificate.
+//! The pool drives hyper's connection-level clients itself rather than
+//! hyper-util's legacy `Client`: a request needs no absolute URI, no
+//! per-request connection-capture channel and no pool key hashing of a
+//! formatted authority, HTTP/2 gets the client's host as `:authority`
+//! (the legacy client sends the endpoint address), and TLS needs no
+//! `tower_service` connector. Per endpoint it keeps one shared HTTP/2
+//! connection (multiplexed; h2c, gRPC, or TLS that negotiated h2), or idle
+//! HTTP/1.1 connections (plain, or TLS without h2) reused until they have
+//! been idle for 60 s. Upstream certificates are not verified
+//! (ingress-nginx's `proxy_ssl_verify off`), and no SNI is sent
+//! (`proxy_ssl_server_name off`); the handshake signature is still checked
+//! against the presented certificate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ use super::upstream::Failure;
 /// How to talk to an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Mode {
+    /// HTTP/1.1, cleartext.
+    Plain,
     /// HTTP/2 with prior knowledge, cleartext.
     H2c,
     /// TLS, ALPN h2 or http/1.1.
@@ -230,6 +233,7 @@ impl Pool {
         };
         let _ = tcp.set_nodelay(true);
         let config = match mode {
+            Mode::Plain => return self.handshake(mode, addr, tcp, false).await,
             Mode::H2c => return self.handshake(mode, addr, tcp, true).await,
             Mode::Tls => self.tls.clone(),
             Mode::TlsH1 => self.tls_h1.clone(),
