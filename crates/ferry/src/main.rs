@@ -220,6 +220,10 @@ struct IngressArgs {
     /// Seconds a client may take to send its request headers.
     #[arg(long, default_value_t = 60)]
     client_header_timeout: u64,
+    /// Seconds a client may leave a request body without sending more of
+    /// it (408 after that).
+    #[arg(long, default_value_t = 60)]
+    client_body_timeout: u64,
     /// Proxy worker threads, each with its own event loop; 0 is one per
     /// CPU (ingress-nginx's `worker-processes: auto`).
     #[arg(long, default_value_t = 0)]
@@ -558,6 +562,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
         workers: args.workers,
         settings: ferry_ingress::dataplane::proxy::Settings {
             header_read_timeout: std::time::Duration::from_secs(args.client_header_timeout),
+            client_body_timeout: std::time::Duration::from_secs(args.client_body_timeout),
             trusted_proxies,
             ..Default::default()
         },
