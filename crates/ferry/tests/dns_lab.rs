@@ -21,23 +21,6 @@ use support::lab::*;
 const CLUSTER_DNS: &str = "10.96.0.10";
 const ZONE_SOA: &str = "cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local.";
 
-/// Whether `tool` runs. Under CI it must: missing, the test fails instead
-/// of skipping.
-fn tool_available(tool: &str, arg: &str) -> bool {
-    let found = Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI=true (scripts/test installs it)"
-        );
-        eprintln!("skipping: {tool} is not on PATH");
-    }
-    found
-}
-
 /// The pods of `selector` in `namespace`: (name, IP, node).
 fn pods_in(lab: &Lab, namespace: &str, selector: &str) -> Vec<(String, String, String)> {
     lab.kubectl_ok(&[

@@ -14,31 +14,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::lab::*;
 
 const NS: &str = "yuchaoit";
 const NODE_IPS: [&str; 3] = ["172.30.0.11", "172.30.0.12", "172.30.0.13"];
 const ALL_NODES: &str = "172.30.0.11,172.30.0.12,172.30.0.13";
-
-/// Whether `tool` runs. Under CI it must: missing, the test fails instead
-/// of skipping.
-fn tool_available(tool: &str, arg: &str) -> bool {
-    let found = Command::new(tool)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI=true (scripts/test installs it)"
-        );
-        eprintln!("skipping: {tool} is not on PATH");
-    }
-    found
-}
 
 /// An HTTP answer as curl saw it.
 #[derive(Debug)]
@@ -125,22 +107,6 @@ fn get_logged(ip: &str, host: &str, path: &str) -> Reply {
         reply.summary()
     );
     reply
-}
-
-/// Polls `f` every 100 ms until it returns Ok, for at most `secs`; the
-/// value and how long it took. The panic shows the last error.
-fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return (v, start.elapsed()),
-            Err(e) => assert!(
-                start.elapsed() < Duration::from_secs(secs),
-                "timed out after {secs}s waiting for {what}; last: {e}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Polls until GET `host``path` on `ip` passes `check`.

@@ -167,6 +167,40 @@ impl Drop for Lab {
     }
 }
 
+/// Whether `tool` runs. Under CI it must: missing, the test fails instead
+/// of skipping.
+pub fn tool_available(tool: &str, arg: &str) -> bool {
+    let found = Command::new(tool)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true (scripts/test installs it)"
+        );
+        eprintln!("skipping: {tool} is not on PATH");
+    }
+    found
+}
+
+/// Polls `f` every 100 ms until it returns Ok, for at most `secs`; the
+/// value and how long it took. The panic shows the last error.
+pub fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return (v, start.elapsed()),
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out after {secs}s waiting for {what}; last: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Retries `f` every 250 ms until it returns Some, for at most `secs`.
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -59,24 +59,15 @@ impl<'a> Reader<'a> {
     /// then the legacy one (the nginx one wins); a name containing `/` is a
     /// full key (`ferry.dev/hsts`). Empty values count as unset.
     pub fn raw(&self, name: &str) -> Option<Raw> {
-        // Called for every supported name on every Ingress at every
-        // rebuild: no key strings are built, and an Ingress without
-        // annotations costs nothing.
+        // Called for every supported name of every Ingress change: no key
+        // strings are built, and an Ingress without annotations costs
+        // nothing.
         if self.map.is_empty() {
             return None;
         }
-        let lookup = |prefix: &str| {
-            if name.contains('/') {
-                return (prefix.is_empty())
-                    .then(|| self.map.get_key_value(name))
-                    .flatten();
-            }
-            if prefix.is_empty() {
-                return None;
-            }
-            // The keys under `prefix` sort together; the one equal to
-            // `prefix + name` is the first at or after it whose suffix is
-            // `name`.
+        // The keys under `prefix` sort together; `prefix + name` is among
+        // them if it is there at all.
+        let under = |prefix: &str| {
             self.map
                 .range::<str, _>((
                     std::ops::Bound::Included(prefix),
@@ -85,11 +76,13 @@ impl<'a> Reader<'a> {
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .find(|(k, _)| &k[prefix.len()..] == name)
         };
+        let hits = if name.contains('/') {
+            [self.map.get_key_value(name), None]
+        } else {
+            [under(NGINX), under(LEGACY)]
+        };
         let mut found: Option<Raw> = None;
-        for prefix in ["", NGINX, LEGACY] {
-            let Some((key, value)) = lookup(prefix) else {
-                continue;
-            };
+        for (key, value) in hits.into_iter().flatten() {
             let value = normalize(value);
             if value.is_empty() {
                 tracing::debug!(ingress = self.object, annotation = %key, "empty annotation ignored");
