@@ -1,6 +1,20 @@
 //! URL query helpers shared by the API server and the lab's built-in
 //! servers.
 
+/// Encodes a query key or value: everything but RFC 3986's unreserved
+/// characters becomes `%XX`.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Decodes `%XX` escapes and `+` as space (form encoding). Malformed
 /// escapes are kept as written.
 pub fn percent_decode(s: &str) -> String {

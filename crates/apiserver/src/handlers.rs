@@ -204,6 +204,11 @@ async fn resource_verbs(
     let table = http::wants_table(accept).then(|| IncludeObject::parse(query.get("includeObject")));
     let sub = path.subresource.as_deref();
     let namespace = path.namespace.as_deref();
+    if let (Some(sub), Some(ns), Some(name)) = (sub, namespace, path.name.as_deref())
+        && crate::pod_streams::is_stream_subresource(sub)
+    {
+        return crate::pod_streams::handle(state, req, ns, name, sub).await;
+    }
 
     let Some(name) = path.name.as_deref() else {
         // Collection verbs.

@@ -16,6 +16,7 @@ mod kubernetes_service;
 mod namespaces;
 mod patch;
 mod pki;
+mod pod_streams;
 mod protobuf;
 mod registry;
 mod routes;
@@ -252,7 +253,10 @@ async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

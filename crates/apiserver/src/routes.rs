@@ -111,7 +111,9 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<Route, Api
             "status" => rt.has_status,
             "scale" => rt.has_scale,
             "finalize" => rt.kind == "Namespace",
-            "binding" => rt.kind == "Pod" && rt.group.is_empty(),
+            "binding" | "log" | "exec" | "attach" | "portforward" => {
+                rt.kind == "Pod" && rt.group.is_empty()
+            }
             _ => false,
         };
         if !known {

@@ -274,6 +274,10 @@ struct NodeArgs {
     /// MTU of pod interfaces (default: the underlay's minus 50, for VXLAN).
     #[arg(long)]
     pod_mtu: Option<u32>,
+    /// Port of the streaming endpoint (kubectl logs/exec/attach/port-forward
+    /// through the API server) on the InternalIP: the kubelet's port.
+    #[arg(long, default_value_t = ferry_node::streaming::server::DEFAULT_PORT)]
+    streaming_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -612,6 +616,30 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bearer token of the kubeconfig's current user, if it has one.
+fn kubeconfig_token(path: Option<&PathBuf>) -> Option<String> {
+    let kc = match path {
+        Some(p) => kube::config::Kubeconfig::read_from(p).ok()?,
+        None => kube::config::Kubeconfig::read().ok()?,
+    };
+    let context_name = kc.current_context.clone()?;
+    let context = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)?
+        .context
+        .as_ref()?;
+    let user = context.user.as_deref()?;
+    let auth = kc
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)?
+        .auth_info
+        .as_ref()?;
+    use secrecy::ExposeSecret;
+    auth.token.as_ref().map(|t| t.expose_secret().to_string())
+}
+
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let client = client(args.node.kubeconfig.as_ref()).await?;
     let config = ferry_node::Config {
@@ -624,6 +652,10 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns,
         cluster_domain: args.cluster_domain,
         pod_mtu: args.pod_mtu,
+        streaming_port: args.streaming_port,
+        // The streaming endpoint accepts the token the agent itself uses:
+        // in the lab, the API server's.
+        streaming_token: kubeconfig_token(args.node.kubeconfig.as_ref()),
     };
     tokio::select! {
         result = ferry_node::run(client, config) => result,

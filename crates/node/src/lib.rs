@@ -17,6 +17,7 @@ pub mod probes;
 pub mod runtime;
 pub mod sandbox;
 pub mod status;
+pub mod streaming;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,7 +27,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo, Pod,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -62,6 +64,12 @@ pub struct Config {
     pub cluster_domain: String,
     /// MTU of pod interfaces (None: underlay MTU − 50).
     pub pod_mtu: Option<u32>,
+    /// Port of the streaming endpoint (logs, exec, attach, port-forward)
+    /// on the InternalIP; reported as the Node's kubelet endpoint.
+    pub streaming_port: u16,
+    /// Bearer token the streaming endpoint requires (the API server's);
+    /// `None`: no streaming endpoint.
+    pub streaming_token: Option<String>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -143,6 +151,11 @@ pub fn node_status(
             system_uuid: String::new(),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
             ..Default::default()
+        }),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.streaming_port),
+            }),
         }),
         ..Default::default()
     }
@@ -405,6 +418,7 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)?;
     let mtu = pod_mtu(&config).await;
     let (cidr_tx, cidr_rx) = watch::channel(None);
+    let streams = Arc::new(streaming::Registry::default());
     tokio::spawn(follow_pod_cidr(
         client.clone(),
         config.node_name.clone(),
@@ -417,7 +431,28 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         pod_cidr: cidr_rx,
         mtu,
         host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        streams: streams.clone(),
     });
+    match (&config.internal_ip, &config.streaming_token) {
+        (Some(ip), Some(token)) => {
+            let addr = std::net::SocketAddr::new(ip.parse()?, config.streaming_port);
+            let server = Arc::new(streaming::server::Server {
+                registry: streams,
+                exe: std::env::current_exe()?,
+                token: token.clone(),
+            });
+            let sans = vec![ip.clone(), config.node_name.clone()];
+            tokio::spawn(async move {
+                if let Err(e) = streaming::server::run(server, addr, sans).await {
+                    tracing::error!(%addr, "streaming endpoint stopped: {e:#}");
+                }
+            });
+        }
+        _ => tracing::warn!(
+            "no streaming endpoint (kubectl logs/exec/attach/port-forward): it needs an \
+             InternalIP and a bearer token in the kubeconfig"
+        ),
+    }
     tracing::info!(node = %config.node_name, pod_mtu = mtu, "node agent starting");
     let pods = tokio::spawn(async move {
         if let Err(e) = manage_pods(ctx).await {
@@ -461,6 +496,8 @@ mod tests {
             cluster_dns: "10.96.0.10".into(),
             cluster_domain: "cluster.local".into(),
             pod_mtu: None,
+            streaming_port: 10250,
+            streaming_token: None,
         };
         let now = jiff::Timestamp::now();
         let s = node_status(&config, now, now);

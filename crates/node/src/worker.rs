@@ -26,6 +26,8 @@ pub struct Ctx {
     pub pod_cidr: watch::Receiver<Option<String>>,
     pub mtu: u32,
     pub host_resolv: String,
+    /// What the streaming endpoint (logs, exec, attach) sees of the pods.
+    pub streams: Arc<crate::streaming::Registry>,
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -341,7 +343,17 @@ pub async fn run(ctx: Arc<Ctx>, mut updates: watch::Receiver<Option<Pod>>) {
         }
         if w.sandbox.is_none() && Instant::now() >= sandbox_retry {
             match w.create_sandbox().await {
-                Ok(info) => w.sandbox = Some(info),
+                Ok(info) => {
+                    let (ns, name, uid) = pod_key(&w.pod);
+                    w.ctx.streams.pod_ready(
+                        &ns,
+                        &name,
+                        &uid,
+                        info.sandbox.netns.clone(),
+                        sandbox::pod_dir(&w.ctx.config, &uid),
+                    );
+                    w.sandbox = Some(info);
+                }
                 Err(e) => {
                     let msg = format!("Failed to create pod sandbox: {e:#}");
                     tracing::warn!(pod = ?pod_key(&w.pod), "{msg}");
@@ -583,18 +595,52 @@ impl Worker {
                 return;
             }
         };
+        let pod_dir = sandbox::pod_dir(&ctx.config, &uid);
+        let mut mounts = Vec::new();
+        if let runtime::Program::Builtin(runtime::Builtin::Web { root, .. }) = &program {
+            // The pod's own document root, writable through `kubectl exec`.
+            let html = pod_dir.join("html").join(&spec.name);
+            let index = html.join("index.html");
+            if let Err(e) = std::fs::create_dir_all(&html).and_then(|()| {
+                if index.exists() {
+                    Ok(())
+                } else {
+                    std::fs::write(&index, runtime::web_page(&name))
+                }
+            }) {
+                self.waiting(
+                    i,
+                    "RunContainerError",
+                    Some(format!("{}: {e}", html.display())),
+                );
+                return;
+            }
+            mounts.push((html, root.clone()));
+        }
+        let log_path = crate::streaming::log_path(&pod_dir, &spec.name);
+        if self.ctrs[i].generation > 0 && log_path.exists() {
+            // `kubectl logs --previous` reads the last run's log.
+            let _ = std::fs::rename(
+                &log_path,
+                crate::streaming::previous_log_path(&pod_dir, &spec.name),
+            );
+        }
+        let working_dir = spec
+            .working_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
         let spec_run = ContainerSpec {
             sandbox: info.sandbox.clone(),
             program,
-            env,
-            working_dir: spec
-                .working_dir
-                .clone()
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
-            log_path: sandbox::pod_dir(&ctx.config, &uid).join(format!("{}.log", spec.name)),
+            env: env.clone(),
+            working_dir: working_dir.clone(),
+            log_path,
+            join_pid: None,
+            tty: spec.tty == Some(true),
+            mounts,
         };
-        let mut process = match Process::spawn(&ctx.exe, &spec_run) {
+        let mut process = match Process::spawn(&ctx.exe, &spec_run, spec.stdin == Some(true)) {
             Ok(p) => p,
             Err(e) => {
                 self.waiting(i, "RunContainerError", Some(e.to_string()));
@@ -610,6 +656,19 @@ impl Worker {
         let (sig_tx, mut sig_rx) = mpsc::unbounded_channel();
         let exits = self.exits.clone();
         let pid = process.pid();
+        ctx.streams.started(
+            &ns,
+            &name,
+            &spec.name,
+            spec.stdin_once == Some(true),
+            crate::streaming::RunningEntry {
+                pid,
+                env,
+                working_dir,
+                console: process.console(),
+                attached: Default::default(),
+            },
+        );
         tokio::spawn(async move {
             let exit = loop {
                 tokio::select! {
@@ -669,6 +728,7 @@ impl Worker {
             return;
         }
         let Some(run) = c.running.take() else { return };
+        self.ctx.streams.exited(&ns, &name, &c.spec.name);
         let terminated = State::Terminated {
             exit_code: exit.code,
             signal: exit.signal,
@@ -949,6 +1009,7 @@ impl Worker {
     async fn teardown(&mut self) {
         let ctx = self.ctx.clone();
         let (ns, name, uid) = pod_key(&self.pod);
+        ctx.streams.remove(&ns, &name, &uid);
         if let Some(SandboxInfo {
             netns_name: Some(netns_name),
             ..

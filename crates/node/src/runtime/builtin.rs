@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -48,14 +49,18 @@ pub async fn run(builtin: Builtin, hostname: String) -> i32 {
     };
     let served = async {
         match builtin {
-            Builtin::Web { pod_name, ports } => {
-                let page = Bytes::from(web_page(&pod_name));
+            Builtin::Web {
+                pod_name,
+                ports,
+                root,
+            } => {
+                let root = std::sync::Arc::new(root);
                 let mut tasks = Vec::new();
                 for port in ports {
                     let listener = bind(port).await?;
-                    let page = page.clone();
+                    let root = root.clone();
                     tasks.push(tokio::spawn(serve_http(listener, move |req, _peer| {
-                        web(&req, &page)
+                        web(&req, &root)
                     })));
                 }
                 eprintln!("ferry lab runtime: web server for pod {pod_name} ready");
@@ -122,21 +127,67 @@ where
     }
 }
 
-fn web(req: &Request<hyper::body::Incoming>, page: &Bytes) -> Reply {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
-            reply(StatusCode::OK, "text/html", page.clone())
+/// The file a request path names under `root`: `None` for paths that
+/// climb out of it (`..`) or hold a NUL.
+fn file_for(root: &Path, request_path: &str) -> Option<PathBuf> {
+    let decoded = ferry_api::url::percent_decode(request_path);
+    let mut file = root.to_path_buf();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return None,
+            s if s.contains('\0') => return None,
+            s => file.push(s),
         }
-        (&Method::GET | &Method::HEAD, _) => reply(
-            StatusCode::NOT_FOUND,
-            "text/html",
-            "<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>\n",
-        ),
-        _ => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        ),
+    }
+    Some(file)
+}
+
+fn content_type(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("html" | "htm") => "text/html",
+        Some("css") => "text/css",
+        Some("js") => "application/javascript",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        Some("txt") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+/// nginx's static file serving, reduced: the file under the document root
+/// (as this pod's mount namespace shows it, so `kubectl exec` writes are
+/// served at once), `index.html` for directories, nginx's 404/403/405.
+fn web(req: &Request<hyper::body::Incoming>, root: &Path) -> Reply {
+    let status_page = |status: StatusCode| {
+        let text = format!(
+            "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n<center><h1>{status}</h1></center>\r\n\
+             <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+        );
+        reply(status, "text/html", text)
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return status_page(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let Some(mut file) = file_for(root, req.uri().path()) else {
+        return status_page(StatusCode::BAD_REQUEST);
+    };
+    if file.is_dir() {
+        file.push("index.html");
+    }
+    match std::fs::read(&file) {
+        Ok(body) => {
+            let mut r = reply(StatusCode::OK, content_type(&file), body);
+            if req.method() == Method::HEAD {
+                *r.body_mut() = Full::new(Bytes::new());
+            }
+            r
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            status_page(StatusCode::FORBIDDEN)
+        }
+        Err(_) => status_page(StatusCode::NOT_FOUND),
     }
 }
 
@@ -217,6 +268,15 @@ mod tests {
     #[test]
     fn page_names_the_pod_and_decoding_works() {
         assert!(web_page("web-7").contains("<b>web-7</b>"));
+        let root = Path::new("/srv/html");
+        assert_eq!(
+            file_for(root, "/a/./b%20c.html"),
+            Some(PathBuf::from("/srv/html/a/b c.html"))
+        );
+        assert_eq!(file_for(root, "/"), Some(PathBuf::from("/srv/html")));
+        assert_eq!(file_for(root, "/a/../../etc/passwd"), None);
+        assert_eq!(file_for(root, "/%2e%2e/etc/passwd"), None);
+        assert_eq!(file_for(root, "/a%00b"), None);
         assert_eq!(ferry_api::url::percent_decode("a%20b+c%2"), "a b c%2");
         assert_eq!(ferry_api::url::percent_decode("%41%zz"), "A%zz");
     }

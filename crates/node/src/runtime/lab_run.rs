@@ -19,7 +19,33 @@ pub(crate) fn encode(spec: &ContainerSpec) -> String {
     serde_json::to_string(spec).unwrap_or_default()
 }
 
+/// Joins the network, UTS and mount namespaces of a running container
+/// process (`kubectl exec`).
+fn join(pid: u32) -> Result<(), String> {
+    // Open all three first: after the mount namespace changes, /proc may
+    // be another one.
+    let mut files = Vec::new();
+    for (ns, flag) in [
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let path = format!("/proc/{pid}/ns/{ns}");
+        let file = std::fs::File::open(&path)
+            .map_err(|e| format!("opening {path} (is the container running?): {e}"))?;
+        files.push((path, file, flag));
+    }
+    for (path, file, flag) in files {
+        setns(&file, flag).map_err(|e| format!("entering {path}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn enter(spec: &ContainerSpec) -> Result<(), String> {
+    if let Some(pid) = spec.join_pid {
+        join(pid)?;
+        return chdir(spec);
+    }
     let sandbox = &spec.sandbox;
     if let Some(netns) = &sandbox.netns {
         let file = std::fs::File::open(netns)
@@ -53,8 +79,24 @@ fn enter(spec: &ContainerSpec) -> Result<(), String> {
             .map_err(|e| format!("mounting {} on {target}: {e}", source.display()))?;
         }
     }
+    for (source, target) in &spec.mounts {
+        std::fs::create_dir_all(target)
+            .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
+        mount(
+            Some(source.as_path()),
+            target.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mounting {} on {}: {e}", source.display(), target.display()))?;
+    }
     nix::unistd::sethostname(&sandbox.hostname)
         .map_err(|e| format!("setting hostname {:?}: {e}", sandbox.hostname))?;
+    chdir(spec)
+}
+
+fn chdir(spec: &ContainerSpec) -> Result<(), String> {
     let dir = spec
         .working_dir
         .clone()
@@ -77,6 +119,16 @@ pub fn lab_run_main(args: Vec<OsString>) -> i32 {
     if let Err(e) = enter(&spec) {
         eprintln!("ferry lab-run: {e}");
         return 128;
+    }
+    if spec.tty {
+        // A session of its own, with the terminal on stdin as controlling
+        // terminal: job control and ^C work as in a container with a TTY.
+        if let Err(e) = rustix::process::setsid()
+            .and_then(|_| rustix::process::ioctl_tiocsctty(std::io::stdin()))
+        {
+            eprintln!("ferry lab-run: making stdin the controlling terminal: {e}");
+            return 128;
+        }
     }
     match &spec.program {
         Program::Exec { argv } => {
@@ -134,6 +186,9 @@ mod tests {
             env: vec![("A".into(), "x=y; z".into())],
             working_dir: Some("/tmp".into()),
             log_path: "/var/log/pods/x/0.log".into(),
+            join_pid: Some(42),
+            tty: true,
+            mounts: vec![("/a".into(), "/usr/share/nginx/html".into())],
         };
         let arg = encode(&spec);
         let back: ContainerSpec = serde_json::from_str(&arg).expect("decodes");
@@ -141,9 +196,14 @@ mod tests {
         assert_eq!(back.program, spec.program);
         assert_eq!(back.env, spec.env);
         assert_eq!(back.working_dir, spec.working_dir);
+        assert_eq!(
+            (back.join_pid, back.tty, &back.mounts),
+            (spec.join_pid, spec.tty, &spec.mounts)
+        );
         let web = Program::Builtin(Builtin::Web {
             pod_name: "p".into(),
             ports: vec![80, 443],
+            root: "/usr/share/nginx/html".into(),
         });
         let spec = ContainerSpec {
             program: web.clone(),

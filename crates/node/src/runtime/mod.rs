@@ -17,19 +17,27 @@ mod env;
 mod lab_run;
 mod probe;
 mod process;
+pub mod pty;
 
 use std::path::PathBuf;
 
+pub use builtin::web_page;
 pub use env::{DEFAULT_PATH, container_env, expand};
 pub use lab_run::lab_run_main;
 pub use probe::{probe_http, probe_tcp};
-pub use process::{Process, exec_in};
+pub(crate) use process::lab_run_command;
+pub use process::{Console, Process, exec_in};
 
 /// argv[0] of containers of the `ferry` image: the binary `ferry lab-run`
 /// is running, which is the Ferry binary. The magic link resolves in every
 /// mount namespace, and still to the same binary when the file was
 /// replaced on disk since.
 pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// Document root of the nginx image (`/usr/share/nginx/html`).
+pub const NGINX_HTML: &str = "/usr/share/nginx/html";
+/// Document root of the httpd image.
+pub const HTTPD_HTDOCS: &str = "/usr/local/apache2/htdocs";
 
 /// Where a container runs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,8 +67,14 @@ pub enum Program {
 /// Built-in programs for images that have no command.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Builtin {
-    /// nginx/httpd: HTTP on every port, a page naming the pod.
-    Web { pod_name: String, ports: Vec<u16> },
+    /// nginx/httpd: HTTP on every port, files from `root` as the pod sees
+    /// it (its own directory, bind-mounted there; `index.html` starts as a
+    /// page naming the pod).
+    Web {
+        pod_name: String,
+        ports: Vec<u16>,
+        root: PathBuf,
+    },
     /// `ferry/echo`, like agnhost netexec: HTTP `/hostname`, `/clientip`,
     /// `/echo?msg=`, `/healthz`, `/exit?code=`; UDP `hostname`,
     /// `echo <msg>`, `clientip`.
@@ -87,6 +101,20 @@ pub struct ContainerSpec {
     pub working_dir: Option<PathBuf>,
     /// stdout and stderr are appended here (kubectl logs reads it).
     pub log_path: PathBuf,
+    /// Join the namespaces (network, UTS, mount) of this running process
+    /// instead of making new ones: `kubectl exec` runs inside the
+    /// container it names, as a container runtime's exec does.
+    #[serde(default)]
+    pub join_pid: Option<u32>,
+    /// stdin is a terminal: the program gets a session of its own with that
+    /// terminal as its controlling terminal (`tty: true`, `exec -t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Bind mounts `(source on the host, target as the pod sees it)` made
+    /// in the container's mount namespace; a missing target directory is
+    /// created first.
+    #[serde(default)]
+    pub mounts: Vec<(PathBuf, PathBuf)>,
 }
 
 /// How a container process ended.
@@ -140,6 +168,15 @@ pub fn program_for(
     let repo = image_repository(image);
     let base = repo.rsplit('/').next().unwrap_or_default();
     if base == "nginx" || base == "httpd" {
+        // The images' entrypoints run their arguments as the command
+        // (nginx's docker-entrypoint.sh execs "$@"; httpd has only a CMD),
+        // unless they start the server itself.
+        let server = ["nginx", "nginx-debug", "httpd-foreground", "httpd"];
+        if let Some(first) = args.first()
+            && !server.contains(&first.as_str())
+        {
+            return Ok(Program::Exec { argv: args });
+        }
         let mut ports: Vec<u16> = container
             .ports
             .iter()
@@ -155,6 +192,11 @@ pub fn program_for(
         return Ok(Program::Builtin(Builtin::Web {
             pod_name: pod_name.to_string(),
             ports,
+            root: PathBuf::from(if base == "nginx" {
+                NGINX_HTML
+            } else {
+                HTTPD_HTDOCS
+            }),
         }));
     }
     if base == "ferry" {
@@ -223,12 +265,13 @@ mod tests {
             program_for(&web, "p", &[]),
             Ok(Program::Builtin(Builtin::Web {
                 pod_name: "p".into(),
-                ports: vec![8080]
+                ports: vec![8080],
+                root: NGINX_HTML.into(),
             }))
         );
         let plain = container(serde_json::json!({"name": "a", "image": "httpd@sha256:abc"}));
         assert!(
-            matches!(program_for(&plain, "p", &[]), Ok(Program::Builtin(Builtin::Web { ref ports, .. })) if ports == &[80])
+            matches!(program_for(&plain, "p", &[]), Ok(Program::Builtin(Builtin::Web { ref ports, ref root, .. })) if ports == &[80] && root.as_os_str() == HTTPD_HTDOCS)
         );
         let echo = container(
             serde_json::json!({"name": "a", "image": "localhost:5000/ferry/echo:1",
@@ -287,6 +330,22 @@ mod tests {
                 "{image}"
             );
         }
+        // Arguments on an nginx image run as the command, as its
+        // entrypoint does (`kubectl run --image=nginx x -- sh -c ...`).
+        let run = container(serde_json::json!({"name": "a", "image": "nginx:alpine",
+            "args": ["sh", "-c", "curl -s web"]}));
+        assert_eq!(
+            program_for(&run, "p", &[]),
+            Ok(Program::Exec {
+                argv: vec!["sh".into(), "-c".into(), "curl -s web".into()]
+            })
+        );
+        let server = container(serde_json::json!({"name": "a", "image": "nginx",
+            "args": ["nginx", "-g", "daemon off;"]}));
+        assert!(matches!(
+            program_for(&server, "p", &[]),
+            Ok(Program::Builtin(Builtin::Web { .. }))
+        ));
         // A command wins over the image's program.
         let sh = container(
             serde_json::json!({"name": "a", "image": "ferry/ferry:0.1.0",

@@ -1,9 +1,12 @@
 //! Container processes: `ferry lab-run` children, each in its own process
 //! group so signals reach everything a shell command started.
 
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -17,6 +20,51 @@ pub struct Process {
     child: tokio::process::Child,
     pid: u32,
     exit: Option<Exit>,
+    console: Option<Console>,
+}
+
+/// The stdin of a container started with `stdin: true`, and its terminal
+/// with `tty: true`: what `kubectl attach` writes to and resizes.
+#[derive(Clone, Debug)]
+pub struct Console {
+    /// Write end of stdin (the pty master, or a pipe); `None` once closed.
+    input: Arc<Mutex<Option<std::fs::File>>>,
+    /// The pty master, for resizes.
+    terminal: Option<Arc<OwnedFd>>,
+}
+
+impl Console {
+    /// Writes to the container's stdin (blocking).
+    pub fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        match input.as_mut() {
+            Some(f) => f.write_all(data),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the container's stdin is closed",
+            )),
+        }
+    }
+
+    /// Closes stdin (`stdinOnce` after the first attach ends). A terminal
+    /// stays open: closing its master would hang up the container.
+    pub fn close_input(&self) {
+        if self.terminal.is_none() {
+            self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
+    /// Whether stdin is a terminal.
+    pub fn is_tty(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// Sets the terminal size (no-op without a terminal).
+    pub fn resize(&self, columns: u16, rows: u16) {
+        if let Some(t) = &self.terminal {
+            let _ = super::pty::resize(t.as_ref(), columns, rows);
+        }
+    }
 }
 
 fn to_exit(status: std::process::ExitStatus) -> Exit {
@@ -33,20 +81,46 @@ fn to_exit(status: std::process::ExitStatus) -> Exit {
     }
 }
 
-fn command(ferry_exe: &Path, spec: &ContainerSpec) -> tokio::process::Command {
+pub(crate) fn lab_run_command(ferry_exe: &Path, spec: &ContainerSpec) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(ferry_exe);
     cmd.arg("lab-run")
         .arg(super::lab_run::encode(spec))
         .env_clear()
-        .stdin(Stdio::null())
-        .process_group(0);
+        .stdin(Stdio::null());
+    // With a terminal, `lab-run` makes a session (and so a process group)
+    // of its own; setsid would fail in a group leader.
+    if !spec.tty {
+        cmd.process_group(0);
+    }
     cmd
+}
+
+/// Copies what the program writes to its terminal into the log file, so
+/// `kubectl logs` shows a TTY container's output too; ends when the last
+/// process holding the terminal exits.
+fn pump_terminal(master: std::fs::File, mut log: std::fs::File) {
+    std::thread::spawn(move || {
+        let mut master = master;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if log.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
 
 impl Process {
     /// Starts the container through `ferry lab-run`; stdout and stderr are
-    /// appended to the spec's log file.
-    pub fn spawn(ferry_exe: &Path, spec: &ContainerSpec) -> std::io::Result<Process> {
+    /// appended to the spec's log file. With `stdin`, the container reads
+    /// a pipe (or, with `spec.tty`, a terminal) that [`Process::console`]
+    /// writes to.
+    pub fn spawn(ferry_exe: &Path, spec: &ContainerSpec, stdin: bool) -> std::io::Result<Process> {
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -54,16 +128,49 @@ impl Process {
             .create(true)
             .append(true)
             .open(&spec.log_path)?;
-        let child = command(ferry_exe, spec)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let mut cmd = lab_run_command(ferry_exe, spec);
+        let console = if spec.tty {
+            let (master, slave) = super::pty::open()?;
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            let reader = std::fs::File::from(master.try_clone()?);
+            let writer = std::fs::File::from(master.try_clone()?);
+            pump_terminal(reader, log);
+            Some(Console {
+                input: Arc::new(Mutex::new(Some(writer))),
+                terminal: Some(Arc::new(master)),
+            })
+        } else {
+            cmd.stdout(log.try_clone()?).stderr(log);
+            if stdin {
+                let (reader, writer) = std::io::pipe()?;
+                cmd.stdin(Stdio::from(reader));
+                Some(Console {
+                    input: Arc::new(Mutex::new(Some(std::fs::File::from(OwnedFd::from(writer))))),
+                    terminal: None,
+                })
+            } else {
+                None
+            }
+        };
+        let child = cmd.spawn()?;
+        // The parent's copies of the terminal's slave side and the pipe's
+        // read end went with `cmd`: the pump sees the end when the
+        // container's processes are gone.
+        drop(cmd);
         let pid = child.id().unwrap_or_default();
         Ok(Process {
             child,
             pid,
             exit: None,
+            console,
         })
+    }
+
+    /// The container's stdin, when it has one (`stdin: true`).
+    pub fn console(&self) -> Option<Console> {
+        self.console.clone()
     }
 
     /// Process id (the process-group id too).
@@ -124,8 +231,11 @@ pub async fn exec_in(
         env: env.to_vec(),
         working_dir: None,
         log_path: std::path::PathBuf::new(),
+        join_pid: None,
+        tty: false,
+        mounts: Vec::new(),
     };
-    let child = command(ferry_exe, &spec)
+    let child = lab_run_command(ferry_exe, &spec)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

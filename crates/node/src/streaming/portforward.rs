@@ -105,7 +105,7 @@ pub async fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// "Connection refused (os error 111)" becomes "connection refused", as Go prints errno.
-fn os_error_text(err: &io::Error) -> String {
+pub(crate) fn os_error_text(err: &io::Error) -> String {
     let text = err.to_string();
     let text = match (err.raw_os_error(), text.rfind(" (os error ")) {
         (Some(_), Some(at)) => &text[..at],
