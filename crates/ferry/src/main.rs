@@ -52,6 +52,31 @@ enum Command {
     /// Show how one Service is implemented on a node: the live nf_tables
     /// elements and rules, next to kube-proxy's iptables equivalent.
     Explain(ExplainArgs),
+    /// Show the hop-by-hop path a new connection takes in the lab (routes,
+    /// veths, bridges, Service rules, NAT, flannel.1), read live from each
+    /// namespace; --probe sends one and shows the endpoint that answered.
+    Trace(TraceArgs),
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// Where the connection starts: `pod/<name>` (or `<name>`),
+    /// `node/<name>`, or `host`.
+    from: String,
+    /// Where it goes: `pod/<name>[:port]`, `svc/<name>[:port]`,
+    /// `<node>:<nodePort>` (a node name or address), or `<ip>:<port>`.
+    to: String,
+    /// Namespace of pods and Services named without one.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Also open one real connection from the source and show its
+    /// conntrack entry (the endpoint chosen) and the echo server's answer.
+    #[arg(long)]
+    probe: bool,
+    /// Kubeconfig to reach the API server (default: $KUBECONFIG, else the
+    /// running lab's).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -441,6 +466,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dns(args) => runtime.block_on(dns(args)),
         Command::Ingress(args) => runtime.block_on(ingress(args)),
         Command::Explain(args) => runtime.block_on(explain(args)),
+        Command::Trace(args) => runtime.block_on(trace(args)),
         Command::Up(args) => runtime.block_on(ferry_lab::up(ferry_lab::Config {
             nodes: args.nodes,
             cluster_cidr: args.cluster_cidr,
@@ -588,6 +614,20 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let lab = PathBuf::from("/var/lib/ferry/lab/kubeconfig");
+    let kubeconfig = args.kubeconfig.or_else(|| lab.exists().then_some(lab));
+    let client = client(kubeconfig.as_ref()).await?;
+    let request = ferry_lab::trace::Request {
+        from: args.from,
+        to: args.to,
+        namespace: args.namespace,
+        probe: args.probe,
+    };
+    print!("{}", ferry_lab::trace::run(client, &request).await?);
+    Ok(())
 }
 
 async fn explain(args: ExplainArgs) -> anyhow::Result<()> {

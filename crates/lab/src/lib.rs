@@ -11,6 +11,7 @@
 pub mod cleanup;
 pub mod dns;
 pub mod ingress;
+pub mod trace;
 pub mod underlay;
 
 use std::net::{Ipv4Addr, SocketAddr};
