@@ -84,6 +84,11 @@ async fn sandbox(suffix: &str, hostname: &str) -> TestSandbox {
     }
 }
 
+/// Starts a container without stdin, as most are.
+fn spawn_container(exe: &Path, spec: &ContainerSpec) -> std::io::Result<Process> {
+    Process::spawn(exe, spec, false)
+}
+
 impl TestSandbox {
     fn spec(&self, program: Program, env: &[(&str, &str)], dir: Option<&Path>) -> ContainerSpec {
         let mut env: Vec<(String, String)> = env
@@ -97,6 +102,9 @@ impl TestSandbox {
             env,
             working_dir: dir.map(Path::to_path_buf),
             log_path: self.log(),
+            join_pid: None,
+            tty: false,
+            mounts: Vec::new(),
         }
     }
 
@@ -177,18 +185,28 @@ async fn builtins_exec_env_signals_and_probes() {
     let sb = sandbox("a", "web-7f9c").await;
 
     // --- Web built-in: the page names the pod, 404 elsewhere, keep-alive.
-    let web = Process::spawn(
-        Path::new(FERRY),
-        &sb.spec(
-            Program::Builtin(Builtin::Web {
-                pod_name: "web-7f9c".into(),
-                ports: vec![80, 8088],
-            }),
-            &[],
-            None,
-        ),
+    // Its document root is the pod's own directory, mounted where the
+    // nginx image has it, as the node agent sets it up.
+    let html = sb.dir.path().join("html");
+    std::fs::create_dir_all(&html).unwrap();
+    std::fs::write(
+        html.join("index.html"),
+        ferry_node::runtime::web_page("web-7f9c"),
     )
     .unwrap();
+    let mut web_spec = sb.spec(
+        Program::Builtin(Builtin::Web {
+            pod_name: "web-7f9c".into(),
+            ports: vec![80, 8088],
+            root: ferry_node::runtime::NGINX_HTML.into(),
+        }),
+        &[],
+        None,
+    );
+    web_spec
+        .mounts
+        .push((html.clone(), ferry_node::runtime::NGINX_HTML.into()));
+    let web = spawn_container(Path::new(FERRY), &web_spec).unwrap();
     let mut web = Running(web);
     wait_port(&sb, 80);
     wait_port(&sb, 8088);
@@ -261,7 +279,7 @@ async fn builtins_exec_env_signals_and_probes() {
     assert_eq!(exit.signal, None);
 
     // --- Echo built-in (agnhost netexec).
-    let echo = Process::spawn(
+    let echo = spawn_container(
         Path::new(FERRY),
         &sb.spec(
             Program::Builtin(Builtin::Echo {
@@ -346,7 +364,7 @@ async fn builtins_exec_env_signals_and_probes() {
     // --- env and workingDir reach a command; output goes to the log.
     let _ = std::fs::remove_file(sb.log());
     let mut shell = Running(
-        Process::spawn(
+        spawn_container(
             Path::new(FERRY),
             &sb.spec(
                 Program::Exec {
@@ -375,7 +393,7 @@ async fn builtins_exec_env_signals_and_probes() {
 
     // --- SIGTERM to `sleep 100`: killed by signal 15, code 143.
     let mut sleep = Running(
-        Process::spawn(
+        spawn_container(
             Path::new(FERRY),
             &sb.spec(
                 Program::Exec {
@@ -401,7 +419,7 @@ async fn builtins_exec_env_signals_and_probes() {
     // Missing program: exit 127 and a clear message in the log.
     let _ = std::fs::remove_file(sb.log());
     let mut missing = Running(
-        Process::spawn(
+        spawn_container(
             Path::new(FERRY),
             &sb.spec(
                 Program::Exec {

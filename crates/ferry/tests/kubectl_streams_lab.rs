@@ -1,0 +1,494 @@
+//! Issue 9, points 1-3, in the lab with real kubectl: `kubectl exec`
+//! (output and exit code; an interactive TTY session driven through a
+//! pty; writing `index.html` changes what that pod serves), `kubectl
+//! logs` (`-f`, `--tail`, `--previous` after a liveness restart),
+//! `kubectl port-forward`, and `kubectl run -it --rm`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::lab::*;
+
+const NS: &str = "yuchaoit";
+
+/// A command running on a pseudo-terminal, as in a user's shell: kubectl
+/// sees a TTY on stdin and stdout. Output is collected as it comes.
+struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn spawn(kubeconfig: &std::path::Path, args: &[&str]) -> OnTerminal {
+        use rustix::pty::OpenptFlags;
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+        let slave: OwnedFd = rustix::fs::open(
+            name.as_c_str(),
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        // A terminal of 132x40, which the remote side must see.
+        rustix::termios::tcsetwinsize(
+            &master,
+            rustix::termios::Winsize {
+                ws_row: 40,
+                ws_col: 132,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+        let child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal {
+            child,
+            master,
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, token: &str, secs: u64) -> String {
+        poll(secs, &format!("{token:?} on the terminal"), || {
+            let t = self.text();
+            if t.contains(token) { Ok(t) } else { Err(t) }
+        })
+        .0
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.master.write_all(line.as_bytes()).unwrap();
+        self.master.write_all(b"\r").unwrap();
+    }
+
+    fn exit_code(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl did not end; terminal: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A background kubectl (`logs -f`, `port-forward`) whose stdout is
+/// collected as it comes.
+struct Background {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Background {
+    fn spawn(kubeconfig: &std::path::Path, args: &[&str]) -> Background {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = output.clone();
+            std::thread::spawn(move || {
+                let mut pipe = pipe;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Background { child, output }
+    }
+
+    fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: yuchaoit}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: nginx, namespace: yuchaoit}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers:
+      - {name: nginx, image: "nginx:alpine", ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nginx, namespace: yuchaoit}
+spec:
+  selector: {app: nginx}
+  ports: [{port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker, namespace: yuchaoit}
+spec:
+  containers:
+  - name: ticker
+    image: busybox
+    command: ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky, namespace: yuchaoit}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "echo run-$(cat /proc/sys/kernel/random/uuid); exec sleep 3600"]
+    livenessProbe:
+      exec: {command: ["false"]}
+      initialDelaySeconds: 2
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+
+fn prerequisites(test: &str) -> bool {
+    support::can_use_netns(test)
+        && support::kubectl_available()
+        && tool_available("curl", "--version")
+}
+
+fn nginx_pods(lab: &Lab) -> Vec<PodInfo> {
+    let out = lab.kubectl_ok(&[
+        "get", "pods", "-n", NS, "-l", "app=nginx", "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter(|l| l.ends_with(" Running"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(PodInfo {
+                name: f.next()?.into(),
+                ip: f.next()?.into(),
+                node: f.next()?.into(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn exec_logs_port_forward_and_run_in_the_lab() {
+    if !prerequisites("exec_logs_port_forward_and_run_in_the_lab") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::up(dir.path(), 2);
+    let kubeconfig = dir.path().join("kubeconfig");
+    lab.apply(MANIFEST);
+    let pods = poll(90, "two running nginx pods", || {
+        let p = nginx_pods(&lab);
+        if p.len() == 2 {
+            Ok(p)
+        } else {
+            Err(format!("{} running", p.len()))
+        }
+    })
+    .0;
+    let web = &pods[0];
+    let other = &pods[1];
+
+    // 1. exec: output, stderr and the exit code.
+    let out = lab.kubectl(&[
+        "exec",
+        "-n",
+        NS,
+        &web.name,
+        "--",
+        "sh",
+        "-c",
+        "echo out-$(hostname); echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("out-{}\n", web.name)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("err") && stderr.contains("command terminated with exit code 3"),
+        "{stderr}"
+    );
+    println!(
+        "exec: stdout {:?}, exit 3, stderr {stderr:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // exec runs in the pod's network namespace: its own IP on eth0.
+    let ip_out = lab.kubectl_ok(&[
+        "exec", "-n", NS, &web.name, "--", "ip", "-4", "-o", "addr", "show", "eth0",
+    ]);
+    assert!(ip_out.contains(&format!("{}/", web.ip)), "{ip_out}");
+
+    // An interactive TTY session.
+    let mut term = OnTerminal::spawn(
+        &kubeconfig,
+        &["exec", "-it", "-n", NS, &web.name, "--", "sh"],
+    );
+    term.wait_for("# ", 30);
+    term.type_line("tty; stty size; echo $((6*7))-done");
+    let seen = term.wait_for("42-done", 30);
+    assert!(seen.contains("/dev/pts/"), "stdin is a terminal: {seen}");
+    assert!(
+        seen.contains("40 132"),
+        "the terminal size reached the pod: {seen}"
+    );
+    term.type_line("exit 7");
+    assert_eq!(term.exit_code(30), 7, "{}", term.text());
+    println!("exec -it: {:?}", term.text());
+
+    // Writing index.html through exec changes what that pod serves.
+    let page = format!("hello from {}", web.name);
+    lab.kubectl_ok(&[
+        "exec",
+        "-n",
+        NS,
+        &web.name,
+        "--",
+        "sh",
+        "-c",
+        &format!("echo '{page}' > /usr/share/nginx/html/index.html"),
+    ]);
+    let node_ns = &web.node;
+    let served = sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        node_ns,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        &format!("http://{}/", web.ip),
+    ]);
+    assert_eq!(served.trim(), page);
+    let untouched = sh_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &other.node,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        &format!("http://{}/", other.ip),
+    ]);
+    assert!(
+        untouched.contains(&other.name) && !untouched.contains("hello from"),
+        "{untouched}"
+    );
+    println!(
+        "curl {} -> {:?}; the other pod still serves its own page",
+        web.ip,
+        served.trim()
+    );
+
+    // 2. logs, --tail, -f.
+    let logs = lab.kubectl_ok(&["logs", "-n", NS, &other.name]);
+    assert!(
+        logs.contains(&format!("web server for pod {}", other.name)),
+        "{logs}"
+    );
+    let ticks = poll(60, "ticker output", || {
+        let out = lab.kubectl(&["logs", "-n", NS, "ticker", "--tail=2"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.lines().count() == 2 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .0;
+    assert!(ticks.lines().all(|l| l.starts_with("tick ")), "{ticks}");
+    let last: u64 = ticks.lines().last().unwrap()[5..].parse().unwrap();
+    let follow = Background::spawn(&kubeconfig, &["logs", "-f", "-n", NS, "ticker", "--tail=1"]);
+    let later = format!("tick {}", last + 10);
+    poll(30, "logs -f to stream new lines", || {
+        let t = follow.text();
+        if t.contains(&later) { Ok(()) } else { Err(t) }
+    });
+    println!("logs --tail=2: {ticks:?}; logs -f reached {later:?}");
+    drop(follow);
+
+    // --previous after a liveness restart.
+    poll(60, "flaky restarted by its liveness probe", || {
+        let n = lab.kubectl_ok(&[
+            "get",
+            "pod",
+            "-n",
+            NS,
+            "flaky",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ]);
+        if n.trim().parse::<u32>().unwrap_or(0) >= 1 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    });
+    let (previous, current) = poll(30, "previous and current runs' logs", || {
+        let p = lab.kubectl(&["logs", "-n", NS, "flaky", "--previous"]);
+        let c = lab.kubectl(&["logs", "-n", NS, "flaky"]);
+        let (p, c) = (
+            String::from_utf8_lossy(&p.stdout).into_owned(),
+            String::from_utf8_lossy(&c.stdout).into_owned(),
+        );
+        if p.starts_with("run-") && c.starts_with("run-") {
+            Ok((p, c))
+        } else {
+            Err(format!("{p:?} {c:?}"))
+        }
+    })
+    .0;
+    assert_ne!(previous, current, "each run printed its own id");
+    let events = lab.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        "involvedObject.name=flaky",
+    ]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    println!("logs --previous: {previous:?}, logs: {current:?}");
+    let none = lab.kubectl(&["logs", "-n", NS, "ticker", "--previous"]);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .contains("previous terminated container \"ticker\" in pod \"ticker\" not found"),
+        "{none:?}"
+    );
+
+    // port-forward pod/x 18080:80, then curl localhost:18080.
+    let forward = Background::spawn(
+        &kubeconfig,
+        &[
+            "port-forward",
+            "-n",
+            NS,
+            &format!("pod/{}", web.name),
+            "18080:80",
+        ],
+    );
+    poll(30, "port-forward to listen", || {
+        let t = forward.text();
+        if t.contains("Forwarding from 127.0.0.1:18080") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    for _ in 0..3 {
+        let body = sh_ok(&["curl", "-s", "-m", "5", "http://localhost:18080/"]);
+        assert_eq!(body.trim(), page);
+    }
+    println!("port-forward: {:?}", forward.text());
+    drop(forward);
+
+    // 3. kubectl run -it --rm: create, attach, print, delete.
+    let mut run = OnTerminal::spawn(
+        &kubeconfig,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--image=nginx:alpine",
+            "test",
+            "--",
+            "sh",
+            "-c",
+            "curl -s nginx.yuchaoit",
+        ],
+    );
+    let code = run.exit_code(120);
+    let text = run.text();
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("hello from") || text.contains("Welcome to nginx"),
+        "a page: {text}"
+    );
+    assert!(text.contains("pod \"test\" deleted"), "{text}");
+    poll(60, "pod test to be gone", || {
+        let out = lab.kubectl(&["get", "pod", "test"]);
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound") {
+            Ok(())
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+    println!("kubectl run -it --rm: {text:?}");
+}
