@@ -44,6 +44,16 @@ spec:
   type: NodePort
   selector: {app: echo}
   ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: echo}
+spec:
+  rules:
+  - host: www.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
 "#;
 
 /// A pod that never gets scheduled, so it never gets an IP.
@@ -83,8 +93,9 @@ fn has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
 }
 
-/// The pod the probe's conntrack entry names, checked against the name
-/// the echo server answered (`/hostname`).
+/// The pod the probe's conntrack entry names (through an Ingress: the
+/// endpoint the answer names), checked against the name the echo server
+/// answered (`/hostname`).
 fn probed_pod(out: &str) -> String {
     let chosen = out
         .lines()
@@ -96,11 +107,10 @@ fn probed_pod(out: &str) -> String {
         .unwrap_or_else(|| panic!("the chosen endpoint is not a pod: {chosen}"));
     let answered = out
         .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("HTTP GET /hostname -> HTTP/1.0 200 OK, body \"")
-        })
-        .and_then(|rest| rest.strip_suffix('"'))
+        .filter_map(|l| l.trim().strip_prefix("HTTP GET /hostname -> "))
+        .find(|rest| rest.contains(" 200 OK, body \""))
+        .and_then(|rest| rest.split_once(", body \""))
+        .and_then(|(_, body)| body.strip_suffix('"'))
         .unwrap_or_else(|| panic!("no /hostname answer:\n{out}"));
     assert_eq!(
         pod, answered,
@@ -278,6 +288,44 @@ fn trace_end_to_end() {
         }
     }
 
+    // From a node: nat output, the ClusterIP masquerade mark.
+    let out = trace(&lab, &["node/lab-node-3", "svc/echo", "--probe"]);
+    has(
+        &out,
+        "lab-node-3 sends from 172.30.0.13: the first route lookup, before nat output",
+    );
+    has(
+        &out,
+        &format!("marked by set cluster-ips {{ {cluster_ip} }}"),
+    );
+    has(&out, "masquerade on lab-node-3: source becomes");
+    has(&out, "conntrack on lab-node-3: tcp 172.30.0.13:");
+    probed_pod(&out);
+
+    // An Ingress URL: to the controller on a node, then its own connection
+    // to an endpoint; the answer names the endpoint.
+    for from in ["client-1", "host"] {
+        let out = wait_for(
+            30,
+            "the Ingress controller to serve www.example.com",
+            || {
+                let out = trace(&lab, &[from, "http://www.example.com/hostname", "--probe"]);
+                out.contains(" 200 OK, body").then_some(out)
+            },
+        );
+        has(&out, "the Ingress controller on lab-node-");
+        has(
+            &out,
+            "Ingress default/echo rule -> upstream default-echo-80 (2 ready endpoint(s))",
+        );
+        has(
+            &out,
+            "rule host www.example.com path / (Prefix) -> service default/echo",
+        );
+        has(&out, "host network, listening on :80 of 172.30.0.1");
+        probed_pod(&out);
+    }
+
     // Errors: a message and a non-zero exit, no panic.
     lab.apply(PENDING);
     for (args, message) in [
@@ -297,6 +345,10 @@ fn trace_end_to_end() {
         (
             vec!["pending", "pod/echo-a"],
             "pod default/pending has no IP yet",
+        ),
+        (
+            vec!["client-1", "http://nothing.example.com/"],
+            "no Ingress rule serves host nothing.example.com",
         ),
     ] {
         let out = run_trace(&lab, &args);

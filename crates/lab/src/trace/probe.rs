@@ -14,9 +14,10 @@ use ferry_netlink::conntrack::{Conntrack, Entry};
 use ferry_netlink::netns::NetNs;
 use k8s_openapi::api::core::v1::Container;
 
+use super::ingress::Url;
 use super::nat::Packet;
+use super::path::{End, Path, Place};
 use super::render::protocol_name;
-use super::walk::{End, Path, Place};
 use super::{Cluster, key};
 
 /// How long the probe waits to connect and for an answer.
@@ -36,12 +37,12 @@ pub fn echo_ports(container: &Container) -> Option<(u16, u16)> {
 }
 
 /// What the probe says once connected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Speak {
     /// Connect and close (TCP), or send one datagram (UDP).
     Nothing,
-    /// `GET /hostname` over HTTP/1.0.
-    HttpHostname,
+    /// `GET <path>` over HTTP/1.0 with this Host header.
+    Http { host: String, path: String },
     /// The datagram `hostname` (netexec's UDP protocol).
     UdpHostname,
 }
@@ -60,6 +61,8 @@ pub struct ProbeResult {
     /// The reply direction's source: the endpoint that was chosen.
     pub chosen: Option<(Ipv4Addr, u16)>,
     pub chosen_pod: Option<String>,
+    /// How the endpoint is known, when not from the conntrack entry.
+    pub chosen_by: Option<String>,
 }
 
 impl ProbeResult {
@@ -81,6 +84,9 @@ impl ProbeResult {
                     .unwrap_or("no pod has this address")
             ));
         }
+        if let Some(by) = &self.chosen_by {
+            out.push_str(&format!("      {by}\n"));
+        }
         out
     }
 }
@@ -97,7 +103,8 @@ fn stays_in_lab(path: &Path) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn speak(cluster: &Cluster, path: &Path, protocol: u8) -> Speak {
+fn speak(cluster: &Cluster, path: &Path, p: &Packet) -> Speak {
+    let protocol = p.protocol;
     let destinations = path.destinations();
     if destinations.is_empty() {
         return Speak::Nothing;
@@ -121,7 +128,10 @@ fn speak(cluster: &Cluster, path: &Path, protocol: u8) -> Speak {
         })
     };
     match protocol {
-        6 if all_echo(false) => Speak::HttpHostname,
+        6 if all_echo(false) => Speak::Http {
+            host: format!("{}:{}", p.dst, p.dport),
+            path: "/hostname".into(),
+        },
         17 if all_echo(true) => Speak::UdpHostname,
         _ => Speak::Nothing,
     }
@@ -132,12 +142,15 @@ struct Exchange {
     local_port: Option<u16>,
     outcome: String,
     answer: Option<String>,
+    /// An HTTP answer's body.
+    body: Option<String>,
     entries: Result<Vec<Entry>, String>,
 }
 
-fn exchange(p: Packet, speak: Speak, mut conntrack: Option<Conntrack>) -> Exchange {
+fn exchange(p: Packet, speak: &Speak, mut conntrack: Option<Conntrack>) -> Exchange {
     let target = SocketAddr::V4(SocketAddrV4::new(p.dst, p.dport));
     let mut answer = None;
+    let mut body = None;
     let (local_port, outcome, _keep) = if p.protocol == 17 {
         match udp(target, speak) {
             Ok((port, a)) => {
@@ -149,10 +162,14 @@ fn exchange(p: Packet, speak: Speak, mut conntrack: Option<Conntrack>) -> Exchan
     } else {
         match tcp(target) {
             Ok((port, mut stream)) => {
-                if speak == Speak::HttpHostname {
-                    answer = Some(match http_hostname(&mut stream, target) {
-                        Ok(a) => a,
-                        Err(e) => format!("HTTP GET /hostname failed: {e}"),
+                if let Speak::Http { host, path } = speak {
+                    answer = Some(match http_get(&mut stream, host, path) {
+                        Ok((status, b)) => {
+                            let line = format!("HTTP GET {path} -> {status}, body \"{b}\"");
+                            body = Some(b);
+                            line
+                        }
+                        Err(e) => format!("HTTP GET {path} failed: {e}"),
                     });
                 }
                 (Some(port), "connected".to_string(), Some(stream))
@@ -169,6 +186,7 @@ fn exchange(p: Packet, speak: Speak, mut conntrack: Option<Conntrack>) -> Exchan
         local_port,
         outcome,
         answer,
+        body,
         entries,
     }
 }
@@ -204,11 +222,12 @@ fn tcp(target: SocketAddr) -> Result<(u16, TcpStream), Failure> {
     Ok((port.unwrap_or(0), socket.into()))
 }
 
-fn http_hostname(stream: &mut TcpStream, target: SocketAddr) -> std::io::Result<String> {
+/// The answer's status line and body (trimmed, at most 200 bytes).
+fn http_get(stream: &mut TcpStream, host: &str, path: &str) -> std::io::Result<(String, String)> {
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     stream.write_all(
-        format!("GET /hostname HTTP/1.0\r\nHost: {target}\r\nUser-Agent: ferry-trace\r\n\r\n")
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ferry-trace\r\n\r\n")
             .as_bytes(),
     )?;
     let mut raw = Vec::new();
@@ -216,24 +235,30 @@ fn http_hostname(stream: &mut TcpStream, target: SocketAddr) -> std::io::Result<
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.lines().next().unwrap_or("").trim();
-    Ok(format!(
-        "HTTP GET /hostname -> {status}, body \"{}\"",
-        body.trim()
-    ))
+    let mut body = body.trim().to_string();
+    if body.len() > 200 {
+        let mut cut = 200;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+        body.push_str("...");
+    }
+    Ok((status.to_string(), body))
 }
 
-fn udp(target: SocketAddr, speak: Speak) -> Result<(u16, Option<String>), Failure> {
+fn udp(target: SocketAddr, speak: &Speak) -> Result<(u16, Option<String>), Failure> {
     let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| (None, e.to_string()))?;
     let port = socket.local_addr().map(|a| a.port()).ok();
     let fail = |e: std::io::Error| (port, describe(&e));
     socket.connect(target).map_err(fail)?;
-    let request: &[u8] = if speak == Speak::UdpHostname {
+    let request: &[u8] = if *speak == Speak::UdpHostname {
         b"hostname"
     } else {
         b"ferry-trace"
     };
     socket.send(request).map_err(fail)?;
-    if speak != Speak::UdpHostname {
+    if *speak != Speak::UdpHostname {
         return Ok((port.unwrap_or(0), None));
     }
     socket.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
@@ -248,15 +273,32 @@ fn udp(target: SocketAddr, speak: Speak) -> Result<(u16, Option<String>), Failur
     ))
 }
 
+/// What to probe.
+pub struct Input<'a> {
+    /// Where the connection starts.
+    pub place: &'a Place,
+    /// The traced path (its ends say where it may go).
+    pub path: &'a Path,
+    /// The first packet, as it left the source.
+    pub packet: Option<Packet>,
+    /// The node whose conntrack table sees the connection first.
+    pub conntrack_at: Option<&'a str>,
+    /// An Ingress URL: that request is sent, and the endpoint is known by
+    /// the pod that answers (the controller's upstream connections are its
+    /// own, pooled: no conntrack entry ties them to this request).
+    pub url: Option<&'a Url>,
+}
+
 /// Sends the probe from `place` and reads the conntrack entry on
 /// `conntrack_at`.
-pub async fn run(
-    cluster: &Cluster,
-    place: &Place,
-    path: &Path,
-    packet: Option<Packet>,
-    conntrack_at: Option<&str>,
-) -> anyhow::Result<ProbeResult> {
+pub async fn run(cluster: &Cluster, input: Input<'_>) -> anyhow::Result<ProbeResult> {
+    let Input {
+        place,
+        path,
+        packet,
+        conntrack_at,
+        url,
+    } = input;
     let packet = packet.context("the trace has no first packet")?;
     let from = match place.netns() {
         Some(n) => format!("netns {n}"),
@@ -280,7 +322,21 @@ pub async fn run(
         result.outcome = format!("not sent: {why}");
         return Ok(result);
     }
-    let speak = speak(cluster, path, packet.protocol);
+    let speak = match url {
+        Some(u) if u.https => {
+            result.outcome = "not sent: the probe speaks plain HTTP, not TLS".into();
+            return Ok(result);
+        }
+        Some(u) => Speak::Http {
+            host: if u.port == 80 {
+                u.host.clone()
+            } else {
+                format!("{}:{}", u.host, u.port)
+            },
+            path: u.path.clone(),
+        },
+        None => speak(cluster, path, &packet),
+    };
     let conntrack = match conntrack_at {
         Some(node) => Some(
             Conntrack::open_in_netns(ferry_netlink::netns::named_path(node)?)
@@ -290,8 +346,8 @@ pub async fn run(
     };
     let netns = place.netns().map(NetNs::open_named).transpose()?;
     let done = tokio::task::spawn_blocking(move || match netns {
-        Some(ns) => ns.run(move || exchange(packet, speak, conntrack)),
-        None => Ok(exchange(packet, speak, conntrack)),
+        Some(ns) => ns.run(move || exchange(packet, &speak, conntrack)),
+        None => Ok(exchange(packet, &speak, conntrack)),
     })
     .await
     .context("the probe thread failed")??;
@@ -339,6 +395,32 @@ pub async fn run(
                 }
             }
         }
+    }
+    if url.is_some() {
+        // The entry above is the client's connection to the controller;
+        // the endpoint is the pod that says its name, if one does.
+        let named = done.body.as_deref().map(str::trim).and_then(|body| {
+            path.destinations()
+                .into_iter()
+                .find(|(p, _)| p.name == body)
+        });
+        result.chosen = None;
+        result.chosen_pod = None;
+        result.chosen_by = Some(match named {
+            Some((pod, port)) => {
+                if let Some(ip) = cluster
+                    .pods
+                    .iter()
+                    .find(|p| p.metadata.uid.as_deref() == Some(pod.uid.as_str()))
+                    .and_then(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
+                {
+                    result.chosen = Some((ip, port));
+                    result.chosen_pod = Some(format!("pod {}/{}", pod.namespace, pod.name));
+                }
+                "(the answer names the endpoint: the controller's upstream connections are its own, so no conntrack entry ties this request to one)".to_string()
+            }
+            None => "the answer names no endpoint pod: the controller's upstream connections are its own, so conntrack cannot tell which endpoint served the request".to_string(),
+        });
     }
     Ok(result)
 }

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::nat::{Dispatch, Packet};
+use super::path::{Hop, Path, Place};
 use super::probe::ProbeResult;
-use super::walk::{Hop, Path, Place};
 use super::{Cluster, key};
 
 pub fn protocol_name(protocol: u8) -> &'static str {
@@ -279,7 +279,7 @@ pub fn report(header: &str, path: &Path, probe: Option<&ProbeResult>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::walk::{Branch, End};
+    use crate::trace::path::{Branch, End};
 
     fn hop(t: &str, d: &str) -> Hop {
         Hop {
