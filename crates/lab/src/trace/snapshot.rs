@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// `net.bridge.bridge-nf-call-iptables`: bridged IPv4 frames go
     /// through this namespace's netfilter hooks (br_netfilter).
     pub(super) bridge_nf: bool,
+    /// `net.ipv4.ip_forward`: packets for other hosts are routed on.
+    pub(super) ip_forward: bool,
 }
 
 impl Snapshot {
@@ -57,14 +59,17 @@ impl Snapshot {
         })
         .await?
         .with_context(|| format!("reading the nf_tables tables of {what}"))?;
-        let key = "net.bridge.bridge-nf-call-iptables";
-        let bridge_nf = match netns {
-            Some(name) => ferry_netlink::sysctl::read_in(&NetNs::open_named(name)?, key),
-            None => ferry_netlink::sysctl::read(key),
-        }
-        .is_ok_and(|v| v.trim() == "1");
+        let ns = netns.map(NetNs::open_named).transpose()?;
+        let sysctl_on = |key: &str| {
+            match &ns {
+                Some(ns) => ferry_netlink::sysctl::read_in(ns, key),
+                None => ferry_netlink::sysctl::read(key),
+            }
+            .is_ok_and(|v| v.trim() == "1")
+        };
         Ok(Snapshot {
-            bridge_nf,
+            bridge_nf: sysctl_on("net.bridge.bridge-nf-call-iptables"),
+            ip_forward: sysctl_on("net.ipv4.ip_forward"),
             links,
             addresses,
             routes,

@@ -281,6 +281,18 @@ impl Walker<'_> {
                     None,
                 ))
             }
+            // The host routes for nobody unless it forwards.
+            // (Still the end of the lab: never probed.)
+            (Place::Host, _) if at.depth > 0 && !snap.ip_forward => Ok(Egress::End(
+                End::LeavesLab,
+                vec![hop(
+                    format!(
+                        "the host would route {} out of {}, outside the lab, but does not forward: dropped",
+                        at.packet.dst, out.name
+                    ),
+                    "sysctl net.ipv4.ip_forward = 0 (host namespace)",
+                )],
+            )),
             (Place::Host, _) => Ok(Egress::End(
                 End::LeavesLab,
                 vec![hop(
