@@ -7,6 +7,8 @@
 //! `kube-system/kube-dns` and Deployment `ferry-dns`) and waits for it,
 //! prints how to use the cluster and runs until Ctrl-C or SIGTERM. Then, as with `ferry down` or the next `ferry up`
 //! after a crash, [`cleanup::cleanup`] removes everything the lab created.
+//! [`trace`] (`ferry trace`) follows a new connection through the running
+//! lab's namespaces, hop by hop, as the kernel state there routes it.
 
 pub mod cleanup;
 pub mod dns;

@@ -2,13 +2,14 @@
 //! connection takes through the live lab.
 //!
 //! The source is a pod, a node or the host; the destination a pod, a
-//! Service port, a NodePort (`<node>:<port>`) or any `IP:port`. The objects
+//! Service port, a NodePort (`<node>:<port>`), any `IP:port`, or an
+//! Ingress URL (`ingress`: the controller's own router). The objects
 //! come from the API server; every hop comes from the kernel: routes,
 //! links, bridge ports, the VXLAN neighbour and FDB entries of
 //! `flannel.1`, and the elements of the proxy's and overlay's nf_tables
-//! tables, read inside each namespace the packet crosses ([`walk`]; the NAT
-//! decisions in [`nat`]). With `--probe`, one real connection from the
-//! source ([`probe`]) and its conntrack entry show which endpoint the
+//! tables, read inside each namespace the packet crosses (`walk`; the NAT
+//! decisions in `nat`). With `--probe`, one real connection from the
+//! source (`probe`) and its conntrack entry show which endpoint the
 //! kernel chose.
 
 mod ingress;
