@@ -7,115 +7,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use support::lab::*;
 
 const NS: &str = "yuchaoit";
-
-/// A command running on a pseudo-terminal, as in a user's shell: kubectl
-/// sees a TTY on stdin and stdout. Output is collected as it comes.
-struct OnTerminal {
-    child: Child,
-    master: std::fs::File,
-    output: Arc<Mutex<Vec<u8>>>,
-}
-
-impl OnTerminal {
-    fn spawn(kubeconfig: &std::path::Path, args: &[&str]) -> OnTerminal {
-        use rustix::pty::OpenptFlags;
-        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-        rustix::pty::grantpt(&master).unwrap();
-        rustix::pty::unlockpt(&master).unwrap();
-        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-        let slave: OwnedFd = rustix::fs::open(
-            name.as_c_str(),
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
-        // A terminal of 132x40, which the remote side must see.
-        rustix::termios::tcsetwinsize(
-            &master,
-            rustix::termios::Winsize {
-                ws_row: 40,
-                ws_col: 132,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        )
-        .unwrap();
-        let child = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave))
-            .spawn()
-            .unwrap();
-        let master = std::fs::File::from(master);
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().unwrap();
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        OnTerminal {
-            child,
-            master,
-            output,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-
-    fn wait_for(&self, token: &str, secs: u64) -> String {
-        poll(secs, &format!("{token:?} on the terminal"), || {
-            let t = self.text();
-            if t.contains(token) { Ok(t) } else { Err(t) }
-        })
-        .0
-    }
-
-    fn type_line(&mut self, line: &str) {
-        self.master.write_all(line.as_bytes()).unwrap();
-        self.master.write_all(b"\r").unwrap();
-    }
-
-    fn exit_code(&mut self, secs: u64) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl did not end; terminal: {}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for OnTerminal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A background kubectl (`logs -f`, `port-forward`) whose stdout is
 /// collected as it comes.
@@ -200,6 +98,13 @@ spec:
   - name: ticker
     image: busybox
     command: ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: console, namespace: yuchaoit}
+spec:
+  containers:
+  - {name: sh, image: busybox, command: ["sh"], stdin: true, tty: true}
 ---
 apiVersion: v1
 kind: Pod
@@ -309,6 +214,36 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
     term.type_line("exit 7");
     assert_eq!(term.exit_code(30), 7, "{}", term.text());
     println!("exec -it: {:?}", term.text());
+
+    // attach to a container started with stdin and a TTY: typing reaches
+    // its shell, the terminal size too; exiting the shell ends the attach.
+    poll(60, "console running", || {
+        let phase = lab.kubectl_ok(&[
+            "get",
+            "pod",
+            "-n",
+            NS,
+            "console",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Running" {
+            Ok(())
+        } else {
+            Err(phase)
+        }
+    });
+    let mut attach = OnTerminal::spawn(&kubeconfig, &["attach", "-it", "-n", NS, "console"]);
+    attach.wait_for("If you don't see a command prompt", 30);
+    attach.type_line("stty size; echo attached-$((6*7))");
+    let seen = attach.wait_for("attached-42", 30);
+    assert!(
+        seen.contains("40 132"),
+        "the terminal size reached the container: {seen}"
+    );
+    attach.type_line("exit");
+    assert_eq!(attach.exit_code(30), 0, "{}", attach.text());
+    println!("attach -it: {:?}", attach.text());
 
     // Writing index.html through exec changes what that pod serves.
     let page = format!("hello from {}", web.name);

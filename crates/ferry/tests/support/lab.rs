@@ -3,7 +3,7 @@
 //! uses fixed names (ferry0, lab-node-*, 127.0.0.1:6443), so every lab test
 //! holds a file lock that keeps the others (and other lab users) out.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +73,20 @@ impl Lab {
             _lock: lock,
         };
         if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("ferry up did not get ready:\n{}", lab.output());
+            // The agents' own logs say why (the data dir goes with the test).
+            let mut logs = String::new();
+            if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+                for e in entries.flatten() {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    logs.push_str(&format!("--- {}\n", e.path().display()));
+                    for l in tail.iter().rev() {
+                        logs.push_str(l);
+                        logs.push('\n');
+                    }
+                }
+            }
+            panic!("ferry up did not get ready:\n{}\n{logs}", lab.output());
         }
         lab
     }
@@ -294,4 +307,104 @@ pub fn agent_pid_of(dir: &Path, agent: &str, node: &str) -> Option<i32> {
                 && args.iter().any(|a| a.contains(&marker)))
             .then_some(pid)
         })
+}
+
+/// A command running on a pseudo-terminal, as in a user's shell: kubectl
+/// sees a TTY on stdin and stdout. Output is collected as it comes.
+pub struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    pub fn spawn(kubeconfig: &std::path::Path, args: &[&str]) -> OnTerminal {
+        use rustix::pty::OpenptFlags;
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+        let slave: std::os::fd::OwnedFd = rustix::fs::open(
+            name.as_c_str(),
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        // A terminal of 132x40, which the remote side must see.
+        rustix::termios::tcsetwinsize(
+            &master,
+            rustix::termios::Winsize {
+                ws_row: 40,
+                ws_col: 132,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            },
+        )
+        .unwrap();
+        let child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal {
+            child,
+            master,
+            output,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    pub fn wait_for(&self, token: &str, secs: u64) -> String {
+        poll(secs, &format!("{token:?} on the terminal"), || {
+            let t = self.text();
+            if t.contains(token) { Ok(t) } else { Err(t) }
+        })
+        .0
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        self.master.write_all(line.as_bytes()).unwrap();
+        self.master.write_all(b"\r").unwrap();
+    }
+
+    pub fn exit_code(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl did not end; terminal: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
