@@ -192,6 +192,26 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // Bad requests get kube-apiserver's errors, and break nothing.
+    let bad = lab.kubectl(&["exec", "-n", NS, &web.name, "-c", "nope", "--", "true"]);
+    assert!(!bad.status.success());
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        msg.contains(&format!("container nope is not valid for pod {}", web.name)),
+        "{msg}"
+    );
+    let bad = lab.kubectl(&["logs", "-n", NS, "no-such-pod"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("pods \"no-such-pod\" not found"),
+        "{bad:?}"
+    );
+    let missing = lab.kubectl(&["exec", "-n", NS, &web.name, "--", "no-such-command"]);
+    assert_eq!(missing.status.code(), Some(127), "{missing:?}");
+    println!(
+        "exec of a missing command: {:?}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
     // exec runs in the pod's network namespace: its own IP on eth0.
     let ip_out = lab.kubectl_ok(&[
         "exec", "-n", NS, &web.name, "--", "ip", "-4", "-o", "addr", "show", "eth0",
