@@ -119,6 +119,9 @@ spec:
       initialDelaySeconds: 2
       periodSeconds: 1
       failureThreshold: 1
+  - name: side
+    image: busybox
+    command: ["sh", "-c", "echo side-car; exec sleep 3600"]
 "#;
 
 fn prerequisites(test: &str) -> bool {
@@ -356,7 +359,7 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
         }
     });
     let (previous, current) = poll(30, "previous and current runs' logs", || {
-        let p = lab.kubectl(&["logs", "-n", NS, "flaky", "--previous"]);
+        let p = lab.kubectl(&["logs", "-n", NS, "flaky", "-c", "app", "--previous"]);
         let c = lab.kubectl(&["logs", "-n", NS, "flaky"]);
         let (p, c) = (
             String::from_utf8_lossy(&p.stdout).into_owned(),
@@ -370,6 +373,8 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
     })
     .0;
     assert_ne!(previous, current, "each run printed its own id");
+    let side = lab.kubectl_ok(&["logs", "-n", NS, "flaky", "-c", "side"]);
+    assert_eq!(side, "side-car\n");
     let events = lab.kubectl_ok(&[
         "get",
         "events",
