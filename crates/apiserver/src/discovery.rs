@@ -97,6 +97,24 @@ fn status_verbs() -> Value {
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`.
+/// The Pod subresources that stream (`pods/log`, `exec`, `attach`,
+/// `portforward`): name, response kind and verbs, as kube-apiserver lists
+/// them.
+fn stream_subresources(
+    r: &ResourceType,
+) -> &'static [(&'static str, &'static str, &'static [&'static str])] {
+    if r.kind == "Pod" && r.group.is_empty() {
+        &[
+            ("attach", "PodAttachOptions", &["create", "get"]),
+            ("exec", "PodExecOptions", &["create", "get"]),
+            ("log", "Pod", &["get"]),
+            ("portforward", "PodPortForwardOptions", &["create", "get"]),
+        ]
+    } else {
+        &[]
+    }
+}
+
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in in_group_version(group, version) {
@@ -121,6 +139,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "namespaced": r.namespaced,
                 "kind": r.kind,
                 "verbs": status_verbs(),
+            }));
+        }
+        for (sub, kind, verbs) in stream_subresources(r) {
+            resources.push(json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": kind,
+                "verbs": verbs,
             }));
         }
         if r.has_scale {
@@ -165,6 +192,13 @@ fn aggregated_resource(r: &ResourceType) -> Value {
             "subresource": "scale",
             "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
             "verbs": status_verbs(),
+        }));
+    }
+    for (sub, kind, verbs) in stream_subresources(r) {
+        subresources.push(json!({
+            "subresource": sub,
+            "responseKind": {"group": "", "version": "v1", "kind": kind},
+            "verbs": verbs,
         }));
     }
     let mut v = json!({
@@ -347,6 +381,7 @@ mod tests {
             .filter_map(|r| r["name"].as_str())
             .collect();
         assert!(names.contains(&"services/status"));
+        assert!(names.contains(&"pods/exec") && names.contains(&"pods/log"));
         assert!(names.contains(&"pods"));
         let apps = resource_list("apps", "v1").expect("apps is served");
         assert!(apps.to_string().contains("deployments/scale"));
