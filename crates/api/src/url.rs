@@ -15,6 +15,19 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Query pairs in order, repeated keys kept (`command=sh&command=-c`),
+/// decoded.
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
 /// Decodes `%XX` escapes and `+` as space (form encoding). Malformed
 /// escapes are kept as written.
 pub fn percent_decode(s: &str) -> String {

@@ -39,20 +39,6 @@ pub fn is_stream_subresource(sub: &str) -> bool {
     matches!(sub, "log" | "exec" | "attach" | "portforward")
 }
 
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                ferry_api::url::percent_decode(k),
-                ferry_api::url::percent_decode(v),
-            )
-        })
-        .collect()
-}
-
 fn encode_query(pairs: &[(String, String)]) -> String {
     pairs
         .iter()
@@ -173,7 +159,7 @@ pub async fn handle(
         namespace: Some(namespace),
         name,
     })?;
-    let mut query = query_pairs(req.uri().query());
+    let mut query = ferry_api::url::query_pairs(req.uri().query());
     let asked = query
         .iter()
         .find(|(k, _)| k == "container")
@@ -404,9 +390,11 @@ mod tests {
 
     #[test]
     fn query_round_trips_repeated_keys() {
-        let q = query_pairs(Some("command=sh&command=-c&command=echo%20a%26b&tty=true"));
+        let q = ferry_api::url::query_pairs(Some(
+            "command=sh&command=-c&command=echo%20a%26b&tty=true",
+        ));
         assert_eq!(q.len(), 4);
         assert_eq!(q[2].1, "echo a&b");
-        assert_eq!(query_pairs(Some(&encode_query(&q))), q);
+        assert_eq!(ferry_api::url::query_pairs(Some(&encode_query(&q))), q);
     }
 }

@@ -186,10 +186,7 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
         format!("out-{}\n", web.name)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("err") && stderr.contains("command terminated with exit code 3"),
-        "{stderr}"
-    );
+    assert_eq!(stderr, "err\ncommand terminated with exit code 3\n");
     println!(
         "exec: stdout {:?}, exit 3, stderr {stderr:?}",
         String::from_utf8_lossy(&out.stdout)
@@ -258,6 +255,9 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
     });
     let mut attach = OnTerminal::spawn(&kubeconfig, &["attach", "-it", "-n", NS, "console"]);
     attach.wait_for("If you don't see a command prompt", 30);
+    // As the hint says: enter, and the shell's prompt shows the stream is up.
+    attach.type_line("");
+    attach.wait_for("# ", 30);
     attach.type_line("stty size; echo attached-$((6*7))");
     let seen = attach.wait_for("attached-42", 30);
     assert!(
@@ -365,7 +365,7 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
             String::from_utf8_lossy(&p.stdout).into_owned(),
             String::from_utf8_lossy(&c.stdout).into_owned(),
         );
-        if p.starts_with("run-") && c.starts_with("run-") {
+        if p.starts_with("run-") && c.starts_with("run-") && p != c {
             Ok((p, c))
         } else {
             Err(format!("{p:?} {c:?}"))
@@ -392,6 +392,29 @@ fn exec_logs_port_forward_and_run_in_the_lab() {
             .contains("previous terminated container \"ticker\" in pod \"ticker\" not found"),
         "{none:?}"
     );
+
+    // A client that goes away takes its exec'd command with it.
+    let running = |pattern: &str| sh(&["pgrep", "-f", pattern]).status.success();
+    let exec = Background::spawn(
+        &kubeconfig,
+        &["exec", "-n", NS, &web.name, "--", "sleep", "4242"],
+    );
+    poll(30, "the exec'd sleep to run", || {
+        if running("^sleep 4242$") {
+            Ok(())
+        } else {
+            Err(exec.text())
+        }
+    });
+    drop(exec);
+    poll(30, "the exec'd sleep to end with its client", || {
+        if running("^sleep 4242$") {
+            Err("still running".into())
+        } else {
+            Ok(())
+        }
+    });
+    println!("exec: killing kubectl ended the command in the pod");
 
     // port-forward pod/x 18080:80, then curl localhost:18080.
     let forward = Background::spawn(

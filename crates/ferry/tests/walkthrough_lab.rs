@@ -651,7 +651,9 @@ tunnels a local port to a pod through the API server.",
         |o| contains_all(o, &["echo server"]),
     );
     page.run(
-        &format!("(kubectl port-forward -n {NS} pod/{pod0} 18080:80 & sleep 2; curl -s http://localhost:18080/; kill $!)"),
+        &format!(
+            "(kubectl port-forward -n {NS} pod/{pod0} 18080:80 & timeout 30 sh -c 'until curl -s http://localhost:18080/; do sleep 0.5; done'; kill $!)"
+        ),
         |o| {
             contains_all(o, &["Forwarding from 127.0.0.1:18080 -> 80"])?;
             matches(o, r"hello from nginx-", 1)

@@ -434,20 +434,25 @@ pub async fn run(client: kube::Client, config: Config) -> anyhow::Result<()> {
         streams: streams.clone(),
     });
     match (&config.internal_ip, &config.streaming_token) {
-        (Some(ip), Some(token)) => {
-            let addr = std::net::SocketAddr::new(ip.parse()?, config.streaming_port);
-            let server = Arc::new(streaming::server::Server {
-                registry: streams,
-                exe: std::env::current_exe()?,
-                token: token.clone(),
-            });
-            let sans = vec![ip.clone(), config.node_name.clone()];
-            tokio::spawn(async move {
-                if let Err(e) = streaming::server::run(server, addr, sans).await {
-                    tracing::error!(%addr, "streaming endpoint stopped: {e:#}");
-                }
-            });
-        }
+        (Some(ip), Some(token)) if !token.is_empty() => match ip.parse() {
+            Ok(ip_addr) => {
+                let addr = std::net::SocketAddr::new(ip_addr, config.streaming_port);
+                let server = Arc::new(streaming::server::Server {
+                    registry: streams,
+                    exe: std::env::current_exe()?,
+                    token: token.clone(),
+                });
+                let sans = vec![ip.clone(), config.node_name.clone()];
+                tokio::spawn(async move {
+                    if let Err(e) = streaming::server::run(server, addr, sans).await {
+                        tracing::error!(%addr, "streaming endpoint stopped: {e:#}");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(
+                "no streaming endpoint: InternalIP {ip:?} is not an IP address: {e}"
+            ),
+        },
         _ => tracing::warn!(
             "no streaming endpoint (kubectl logs/exec/attach/port-forward): it needs an \
              InternalIP and a bearer token in the kubeconfig"

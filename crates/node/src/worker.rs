@@ -617,14 +617,10 @@ impl Worker {
             }
             mounts.push((html, root.clone()));
         }
-        let log_path = crate::streaming::log_path(&pod_dir, &spec.name);
-        if self.ctrs[i].generation > 0 && log_path.exists() {
-            // `kubectl logs --previous` reads the last run's log.
-            let _ = std::fs::rename(
-                &log_path,
-                crate::streaming::previous_log_path(&pod_dir, &spec.name),
-            );
-        }
+        // Each run writes its own log; the registry keeps this run's and
+        // the previous one's for `kubectl logs [--previous]`.
+        let log_path =
+            crate::streaming::log_path(&pod_dir, &spec.name, self.ctrs[i].generation + 1);
         let working_dir = spec
             .working_dir
             .clone()
@@ -635,7 +631,7 @@ impl Worker {
             program,
             env: env.clone(),
             working_dir: working_dir.clone(),
-            log_path,
+            log_path: log_path.clone(),
             join_pid: None,
             tty: spec.tty == Some(true),
             mounts,
@@ -661,12 +657,14 @@ impl Worker {
             &name,
             &spec.name,
             spec.stdin_once == Some(true),
+            log_path,
             crate::streaming::RunningEntry {
                 pid,
                 env,
                 working_dir,
                 console: process.console(),
                 attached: Default::default(),
+                execs: Default::default(),
             },
         );
         tokio::spawn(async move {
@@ -728,7 +726,6 @@ impl Worker {
             return;
         }
         let Some(run) = c.running.take() else { return };
-        self.ctx.streams.exited(&ns, &name, &c.spec.name);
         let terminated = State::Terminated {
             exit_code: exit.code,
             signal: exit.signal,
@@ -746,6 +743,12 @@ impl Worker {
                 _ => true,
             }
         };
+        self.ctx.streams.exited(
+            &ns,
+            &name,
+            &c.spec.name,
+            restart && !(c.init && exit.code == 0),
+        );
         if c.init && exit.code == 0 {
             c.done = true;
             c.state = terminated;

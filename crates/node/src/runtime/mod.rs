@@ -26,7 +26,7 @@ pub use env::{DEFAULT_PATH, container_env, expand};
 pub use lab_run::lab_run_main;
 pub use probe::{probe_http, probe_tcp};
 pub(crate) use process::lab_run_command;
-pub use process::{Console, Process, exec_in};
+pub use process::{Console, Process, exec_in, kill_session};
 
 /// argv[0] of containers of the `ferry` image: the binary `ferry lab-run`
 /// is running, which is the Ferry binary. The magic link resolves in every

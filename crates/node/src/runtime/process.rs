@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -21,36 +21,52 @@ pub struct Process {
     pid: u32,
     exit: Option<Exit>,
     console: Option<Console>,
+    /// Started on a terminal, in a session of its own.
+    tty: bool,
 }
 
 /// The stdin of a container started with `stdin: true`, and its terminal
 /// with `tty: true`: what `kubectl attach` writes to and resizes.
 #[derive(Clone, Debug)]
 pub struct Console {
-    /// Write end of stdin (the pty master, or a pipe); `None` once closed.
-    input: Arc<Mutex<Option<std::fs::File>>>,
+    /// To the thread that owns stdin's write end (the pty master, or a
+    /// pipe); `None` closes it. Bounded: a container that does not read
+    /// its stdin holds the writer back, never the agent.
+    input: tokio::sync::mpsc::Sender<Option<Vec<u8>>>,
     /// The pty master, for resizes.
     terminal: Option<Arc<OwnedFd>>,
 }
 
 impl Console {
-    /// Writes to the container's stdin (blocking).
-    pub fn write(&self, data: &[u8]) -> std::io::Result<()> {
-        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
-        match input.as_mut() {
-            Some(f) => f.write_all(data),
-            None => Err(std::io::Error::new(
+    fn new(mut file: std::fs::File, terminal: Option<Arc<OwnedFd>>) -> Console {
+        let (input, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(64);
+        std::thread::spawn(move || {
+            while let Some(Some(chunk)) = rx.blocking_recv() {
+                if file.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            // Closed, or the container is gone: the write end goes now.
+        });
+        Console { input, terminal }
+    }
+
+    /// Writes to the container's stdin; waits while it is not reading.
+    /// Fails once stdin is closed.
+    pub async fn write(&self, data: Vec<u8>) -> std::io::Result<()> {
+        self.input.send(Some(data)).await.map_err(|_| {
+            std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the container's stdin is closed",
-            )),
-        }
+            )
+        })
     }
 
     /// Closes stdin (`stdinOnce` after the first attach ends). A terminal
     /// stays open: closing its master would hang up the container.
     pub fn close_input(&self) {
         if self.terminal.is_none() {
-            self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let _ = self.input.try_send(None);
         }
     }
 
@@ -63,6 +79,43 @@ impl Console {
     pub fn resize(&self, columns: u16, rows: u16) {
         if let Some(t) = &self.terminal {
             let _ = super::pty::resize(t.as_ref(), columns, rows);
+        }
+    }
+}
+
+/// Kills process group `pid` and every process of session `pid`: the
+/// background jobs of a terminal session run in groups of their own, and
+/// would keep the terminal (and whoever reads it) alive.
+pub fn kill_session(pid: u32) {
+    let Ok(leader) = i32::try_from(pid) else {
+        return;
+    };
+    if leader <= 1 {
+        return;
+    }
+    let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(other) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command in parentheses (which may hold anything):
+        // state, ppid, pgrp, session, ...
+        let session = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse::<i32>().ok());
+        if session == Some(leader) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(other), Signal::SIGKILL);
         }
     }
 }
@@ -137,19 +190,16 @@ impl Process {
             let reader = std::fs::File::from(master.try_clone()?);
             let writer = std::fs::File::from(master.try_clone()?);
             pump_terminal(reader, log);
-            Some(Console {
-                input: Arc::new(Mutex::new(Some(writer))),
-                terminal: Some(Arc::new(master)),
-            })
+            Some(Console::new(writer, Some(Arc::new(master))))
         } else {
             cmd.stdout(log.try_clone()?).stderr(log);
             if stdin {
                 let (reader, writer) = std::io::pipe()?;
                 cmd.stdin(Stdio::from(reader));
-                Some(Console {
-                    input: Arc::new(Mutex::new(Some(std::fs::File::from(OwnedFd::from(writer))))),
-                    terminal: None,
-                })
+                Some(Console::new(
+                    std::fs::File::from(OwnedFd::from(writer)),
+                    None,
+                ))
             } else {
                 None
             }
@@ -165,6 +215,7 @@ impl Process {
             pid,
             exit: None,
             console,
+            tty: spec.tty,
         })
     }
 
@@ -191,8 +242,12 @@ impl Process {
         self.signal(Signal::SIGTERM);
     }
 
-    /// Sends SIGKILL to the process group.
+    /// Sends SIGKILL to the process group (with a terminal, to its whole
+    /// session).
     pub fn kill(&self) {
+        if self.tty && self.exit.is_none() {
+            kill_session(self.pid);
+        }
         self.signal(Signal::SIGKILL);
     }
 

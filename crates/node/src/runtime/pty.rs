@@ -8,7 +8,9 @@ use rustix::pty::OpenptFlags;
 /// Opens a new pseudo-terminal: `(master, slave)`. The slave becomes the
 /// program's stdin, stdout and stderr; the agent keeps the master.
 pub fn open() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)?;
+    // CLOEXEC at once: a container spawned meanwhile must not inherit it.
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
@@ -17,7 +19,6 @@ pub fn open() -> std::io::Result<(OwnedFd, OwnedFd)> {
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC)?;
     Ok((master, slave))
 }
 

@@ -2,12 +2,13 @@
 //! kubelet's query parameters `follow`, `previous`, `tailLines` and
 //! `limitBytes`.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::SeekFrom;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Registry;
 
@@ -15,6 +16,8 @@ use super::Registry;
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 /// At most this much of a file is read to find the last lines.
 const TAIL_WINDOW: u64 = 8 * 1024 * 1024;
+/// Logs are sent in chunks of at most this size.
+const CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogOptions {
@@ -77,38 +80,23 @@ fn tail_start(data: &[u8], lines: usize) -> usize {
     0
 }
 
-/// The offset a log read starts at, and the bytes up to the end.
-fn initial(path: &PathBuf, tail: Option<usize>) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let size = f.metadata()?.len();
-    let from = match tail {
-        Some(_) => size.saturating_sub(TAIL_WINDOW),
-        None => 0,
-    };
-    f.seek(SeekFrom::Start(from))?;
+/// The offset a read of the last `lines` lines starts at (from the last
+/// 8 MiB of the file at most).
+async fn tail_offset(path: &Path, lines: usize) -> std::io::Result<u64> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let size = f.metadata().await?.len();
+    let from = size.saturating_sub(TAIL_WINDOW);
+    f.seek(SeekFrom::Start(from)).await?;
     let mut data = Vec::new();
-    f.read_to_end(&mut data)?;
-    let end = from + data.len() as u64;
-    if let Some(n) = tail {
-        let start = tail_start(&data, n);
-        data.drain(..start);
-    }
-    Ok((data, end))
-}
-
-fn read_from(path: &PathBuf, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut data = Vec::new();
-    f.read_to_end(&mut data)?;
-    Ok(data)
+    f.read_to_end(&mut data).await?;
+    Ok(from + tail_start(&data, lines) as u64)
 }
 
 /// A request that cannot be served: HTTP status and message.
 pub type Refusal = (u16, String);
 
-/// Streams one container's log into `tx`; with `follow`, until the run
-/// ends (or the reader goes away).
+/// Streams one container's log into the returned channel in chunks; with
+/// `follow`, until the run ends (or the reader goes away).
 pub fn open(
     registry: Arc<Registry>,
     namespace: &str,
@@ -119,30 +107,23 @@ pub fn open(
     let entry = registry
         .pod(namespace, pod)
         .ok_or_else(|| (404, format!("pod {namespace}/{pod} is not on this node")))?;
-    let Some(state) = entry.containers.get(container) else {
-        return Err((
+    let waiting = || {
+        (
             400,
             format!("container {container:?} in pod {pod:?} is waiting to start: no logs yet"),
-        ));
+        )
     };
+    let state = entry.containers.get(container).ok_or_else(waiting)?;
     let path = if opts.previous {
-        let p = super::previous_log_path(&entry.dir, container);
-        if !p.exists() {
-            return Err((
+        state.previous_log.clone().ok_or_else(|| {
+            (
                 400,
                 format!("previous terminated container {container:?} in pod {pod:?} not found"),
-            ));
-        }
-        p
+            )
+        })?
     } else {
-        super::log_path(&entry.dir, container)
+        state.log.clone().ok_or_else(waiting)?
     };
-    let (data, offset) = initial(&path, opts.tail_lines).map_err(|e| {
-        (
-            500,
-            format!("reading the log of container {container:?}: {e}"),
-        )
-    })?;
     let generation = state.generation;
     // Only the current run can grow.
     let follow = opts.follow && !opts.previous && state.running.is_some();
@@ -153,34 +134,55 @@ pub fn open(
         container.to_string(),
     );
     tokio::spawn(async move {
-        let mut budget = opts.limit_bytes.unwrap_or(u64::MAX);
-        let send = |budget: &mut u64, mut chunk: Vec<u8>| {
-            let allowed = usize::try_from(*budget).unwrap_or(usize::MAX);
-            chunk.truncate(allowed);
-            *budget -= chunk.len() as u64;
-            chunk
+        let mut offset = match opts.tail_lines {
+            // Not written yet: nothing to show.
+            Some(n) => tail_offset(&path, n).await.unwrap_or_default(),
+            None => 0,
         };
-        let first = send(&mut budget, data);
-        if !first.is_empty() && tx.send(Ok(Bytes::from(first))).await.is_err() {
-            return;
-        }
-        let mut offset = offset;
-        while follow && budget > 0 {
-            let state = registry.run_state(&ns, &pod, &container);
-            let over = state != Some((generation, true));
-            let more = match read_from(&path, offset) {
-                Ok(m) => m,
-                Err(_) => break,
-            };
-            offset += more.len() as u64;
-            if !more.is_empty() {
-                let chunk = send(&mut budget, more);
-                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+        let mut budget = opts.limit_bytes.unwrap_or(u64::MAX);
+        let mut buf = vec![0u8; CHUNK];
+        let mut file: Option<tokio::fs::File> = None;
+        loop {
+            let over =
+                !follow || registry.run_state(&ns, &pod, &container) != Some((generation, true));
+            // Everything up to the end of the file, a chunk at a time.
+            loop {
+                if budget == 0 {
+                    return;
+                }
+                if file.is_none() {
+                    match tokio::fs::File::open(&path).await {
+                        Ok(mut f) => {
+                            if f.seek(SeekFrom::Start(offset)).await.is_err() {
+                                return;
+                            }
+                            file = Some(f);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let Some(f) = file.as_mut() else { break };
+                let want = usize::try_from(budget).unwrap_or(CHUNK).min(CHUNK);
+                let n = match f.read(&mut buf[..want]).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                offset += n as u64;
+                budget -= n as u64;
+                if tx
+                    .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             if over {
-                break;
+                return;
             }
             tokio::select! {
                 () = tokio::time::sleep(FOLLOW_POLL) => {}
@@ -245,20 +247,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Arc::new(Registry::default());
         registry.pod_ready("ns", "p", "u1", None, dir.path().to_path_buf());
+        let log = super::super::log_path(dir.path(), "c", 1);
         registry.started(
             "ns",
             "p",
             "c",
             false,
+            log.clone(),
             super::super::RunningEntry {
                 pid: 1,
                 env: Vec::new(),
                 working_dir: None,
                 console: None,
                 attached: Default::default(),
+                execs: Default::default(),
             },
         );
-        let log = super::super::log_path(dir.path(), "c");
         std::fs::write(&log, "one\ntwo\n").unwrap();
         let opts = LogOptions {
             follow: true,
@@ -273,7 +277,7 @@ mod tests {
             f.write_all(b"three\n").unwrap();
         }
         assert_eq!(rx.recv().await.unwrap().unwrap(), Bytes::from("three\n"));
-        registry.exited("ns", "p", "c");
+        registry.exited("ns", "p", "c", false);
         assert!(rx.recv().await.is_none(), "follow ends with the run");
         let err = open(
             registry,
@@ -288,5 +292,55 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0, 400);
         assert!(err.1.contains("previous terminated container"), "{}", err.1);
+    }
+
+    async fn read_all(mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> String {
+        let mut out = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn previous_is_the_last_ended_run_as_on_a_kubelet() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Registry::default());
+        registry.pod_ready("ns", "p", "u1", None, dir.path().to_path_buf());
+        let run = || super::super::RunningEntry {
+            pid: 1,
+            env: Vec::new(),
+            working_dir: None,
+            console: None,
+            attached: Default::default(),
+            execs: Default::default(),
+        };
+        let previous = LogOptions {
+            previous: true,
+            ..LogOptions::default()
+        };
+        for n in 1..=3u64 {
+            let log = super::super::log_path(dir.path(), "c", n);
+            std::fs::write(&log, format!("run {n}\n")).unwrap();
+            registry.started("ns", "p", "c", false, log, run());
+            // Running: logs show this run, --previous the one before.
+            let current = open(registry.clone(), "ns", "p", "c", LogOptions::default()).unwrap();
+            assert_eq!(read_all(current).await, format!("run {n}\n"));
+            if n > 1 {
+                let prev = open(registry.clone(), "ns", "p", "c", previous.clone()).unwrap();
+                assert_eq!(read_all(prev).await, format!("run {}\n", n - 1));
+            }
+            // Crashed, restarting (back-off): both show the crashed run.
+            registry.exited("ns", "p", "c", true);
+            let current = open(registry.clone(), "ns", "p", "c", LogOptions::default()).unwrap();
+            assert_eq!(read_all(current).await, format!("run {n}\n"));
+            let prev = open(registry.clone(), "ns", "p", "c", previous.clone()).unwrap();
+            assert_eq!(read_all(prev).await, format!("run {n}\n"));
+        }
+        // Only the logs that can still be asked for are kept: run 3 is
+        // both the latest and the previous one now.
+        assert!(!super::super::log_path(dir.path(), "c", 1).exists());
+        assert!(!super::super::log_path(dir.path(), "c", 2).exists());
+        assert!(super::super::log_path(dir.path(), "c", 3).exists());
     }
 }

@@ -13,7 +13,7 @@ pub mod server;
 pub mod spdy;
 pub mod websocket;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,11 @@ pub struct ContainerEntry {
     pub running: Option<RunningEntry>,
     /// `stdinOnce`: stdin closes after the first attach ends.
     pub stdin_once: bool,
+    /// Log of the latest run (running or ended): `kubectl logs`.
+    pub log: Option<PathBuf>,
+    /// Log of the run the kubelet would report as `lastState`:
+    /// `kubectl logs --previous`.
+    pub previous_log: Option<PathBuf>,
 }
 
 /// A running container.
@@ -61,16 +66,25 @@ pub struct RunningEntry {
     pub console: Option<Console>,
     /// Set by the first attach to this run.
     pub attached: Arc<AtomicBool>,
+    /// Process groups of the `kubectl exec` sessions in this run: they end
+    /// with the container, as a runtime's execs do.
+    pub execs: Arc<Mutex<HashSet<u32>>>,
 }
 
-/// Log file of a container's current (or last) run.
-pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
-    pod_dir.join(format!("{container}.log"))
+impl RunningEntry {
+    /// Kills what is still running of this run's exec sessions.
+    fn kill_execs(&self) {
+        let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+        for pid in execs.iter() {
+            crate::runtime::kill_session(*pid);
+        }
+    }
 }
 
-/// Log file of a container's previous run (`kubectl logs --previous`).
-pub fn previous_log_path(pod_dir: &Path, container: &str) -> PathBuf {
-    pod_dir.join(format!("{container}.previous.log"))
+/// Log file of one run of a container: each run has its own, as a
+/// container runtime keeps one per container instance.
+pub fn log_path(pod_dir: &Path, container: &str, run: u64) -> PathBuf {
+    pod_dir.join(format!("{container}-{run}.log"))
 }
 
 impl Registry {
@@ -101,18 +115,26 @@ impl Registry {
         });
     }
 
-    /// Records a container run that just started.
+    /// Records a container run that just started, writing to `log`.
     pub fn started(
         &self,
         namespace: &str,
         name: &str,
         container: &str,
         stdin_once: bool,
+        log: PathBuf,
         run: RunningEntry,
     ) {
         self.with(|pods| {
             if let Some(pod) = pods.get_mut(&(namespace.to_string(), name.to_string())) {
                 let c = pod.containers.entry(container.to_string()).or_default();
+                // The run before becomes the previous one; older logs go.
+                if let Some(old) = c.previous_log.take()
+                    && c.log.as_ref() != Some(&old)
+                {
+                    let _ = std::fs::remove_file(old);
+                }
+                c.previous_log = c.log.replace(log);
                 c.generation += 1;
                 c.stdin_once = stdin_once;
                 c.running = Some(run);
@@ -120,24 +142,40 @@ impl Registry {
         });
     }
 
-    /// Records that a container's run ended.
-    pub fn exited(&self, namespace: &str, name: &str, container: &str) {
+    /// Records that a container's run ended; `restarting`: it will run
+    /// again, so this run is now its `lastState` (what `--previous`
+    /// shows during the back-off, as on a kubelet).
+    pub fn exited(&self, namespace: &str, name: &str, container: &str, restarting: bool) {
         self.with(|pods| {
             if let Some(c) = pods
                 .get_mut(&(namespace.to_string(), name.to_string()))
                 .and_then(|p| p.containers.get_mut(container))
             {
-                c.running = None;
+                if let Some(run) = c.running.take() {
+                    run.kill_execs();
+                }
+                if restarting && c.log.is_some() {
+                    if let Some(old) = c.previous_log.take()
+                        && c.log.as_ref() != Some(&old)
+                    {
+                        let _ = std::fs::remove_file(old);
+                    }
+                    c.previous_log = c.log.clone();
+                }
             }
         });
     }
 
-    /// Forgets a pod (torn down).
+    /// Forgets a pod (torn down); its exec sessions end.
     pub fn remove(&self, namespace: &str, name: &str, uid: &str) {
         self.with(|pods| {
             let key = (namespace.to_string(), name.to_string());
-            if pods.get(&key).is_some_and(|p| p.uid == uid) {
-                pods.remove(&key);
+            if pods.get(&key).is_some_and(|p| p.uid == uid)
+                && let Some(pod) = pods.remove(&key)
+            {
+                for run in pod.containers.values().filter_map(|c| c.running.as_ref()) {
+                    run.kill_execs();
+                }
             }
         });
     }

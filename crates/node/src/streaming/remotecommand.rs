@@ -89,11 +89,17 @@ enum Out {
     Close,
 }
 
+/// Frames waiting for the client, and input waiting for the program: both
+/// bounded, so a fast producer waits for a slow consumer (never the
+/// agent's memory).
+const QUEUE: usize = 64;
+
 /// The two halves of a session: frames out, decoded input in.
 struct Session {
-    out: mpsc::UnboundedSender<Out>,
-    input: mpsc::UnboundedReceiver<Input>,
+    out: mpsc::Sender<Out>,
+    input: mpsc::Receiver<Input>,
     writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
@@ -103,8 +109,8 @@ impl Session {
     {
         let (rd, mut wr) = tokio::io::split(io);
         let mut rd = websocket::Reader::new(rd);
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Out>();
-        let (in_tx, input) = mpsc::unbounded_channel();
+        let (out, mut out_rx) = mpsc::channel::<Out>(QUEUE);
+        let (in_tx, input) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(async move {
             while let Some(o) = out_rx.recv().await {
                 let (bytes, last) = match o {
@@ -122,23 +128,26 @@ impl Session {
             }
         });
         let pong = out.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             loop {
                 let msg = match rd.next().await {
                     Ok(m) => m,
                     Err(_) => {
-                        let _ = in_tx.send(Input::Gone);
+                        let _ = in_tx.send(Input::Gone).await;
                         return;
                     }
                 };
                 let input = match msg {
                     Message::Ping(p) => {
-                        let _ = pong.send(Out::Frame(websocket::frame(websocket::OP_PONG, &p)));
+                        let frame = websocket::frame(websocket::OP_PONG, &p);
+                        if pong.send(Out::Frame(frame)).await.is_err() {
+                            return;
+                        }
                         continue;
                     }
                     Message::Pong | Message::Text(_) => continue,
                     Message::Close => {
-                        let _ = in_tx.send(Input::Gone);
+                        let _ = in_tx.send(Input::Gone).await;
                         return;
                     }
                     Message::Binary(data) => match data.split_first() {
@@ -151,25 +160,38 @@ impl Session {
                         _ => continue,
                     },
                 };
-                if in_tx.send(input).is_err() {
+                if in_tx.send(input).await.is_err() {
                     return;
                 }
             }
         });
-        Session { out, input, writer }
+        Session {
+            out,
+            input,
+            writer,
+            reader,
+        }
     }
 
-    fn send(&self, channel: u8, data: &[u8]) {
+    async fn send(&self, channel: u8, data: &[u8]) {
         let _ = self
             .out
-            .send(Out::Frame(websocket::channel_message(channel, data)));
+            .send(Out::Frame(websocket::channel_message(channel, data)))
+            .await;
     }
 
     /// Sends the final status and closes the connection.
     async fn finish(self, status: serde_json::Value) {
-        self.send(ERROR, status.to_string().as_bytes());
-        let _ = self.out.send(Out::Close);
+        self.send(ERROR, status.to_string().as_bytes()).await;
+        let _ = self.out.send(Out::Close).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.writer).await;
+        self.reader.abort();
+    }
+
+    /// The client went away: stop both halves.
+    fn abort(self) {
+        self.writer.abort();
+        self.reader.abort();
     }
 }
 
@@ -211,10 +233,10 @@ fn failure(message: String) -> serde_json::Value {
     })
 }
 
-/// Reads `file` on a thread into `channel` until it ends.
+/// Reads `file` (a terminal) on a thread into `channel` until it ends.
 fn pump_file(
     mut file: std::fs::File,
-    out: mpsc::UnboundedSender<Out>,
+    out: mpsc::Sender<Out>,
     channel: u8,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -225,7 +247,7 @@ fn pump_file(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let frame = websocket::channel_message(channel, &buf[..n]);
-                    if out.send(Out::Frame(frame)).is_err() {
+                    if out.blocking_send(Out::Frame(frame)).is_err() {
                         break;
                     }
                 }
@@ -236,12 +258,12 @@ fn pump_file(
     done
 }
 
-/// Writes stdin chunks to `file` on a thread (a terminal or pipe write
-/// can block while the program is not reading).
-fn stdin_writer(mut file: std::fs::File) -> std::sync::mpsc::Sender<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+/// Writes stdin chunks to `file` on a thread (a terminal write can block
+/// while the program is not reading); bounded, like the rest.
+fn stdin_writer(mut file: std::fs::File) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
     std::thread::spawn(move || {
-        for chunk in rx {
+        while let Some(chunk) = rx.blocking_recv() {
             if file.write_all(&chunk).is_err() {
                 break;
             }
@@ -250,14 +272,14 @@ fn stdin_writer(mut file: std::fs::File) -> std::sync::mpsc::Sender<Vec<u8>> {
     tx
 }
 
-async fn pump_async<R: AsyncRead + Unpin>(mut r: R, out: mpsc::UnboundedSender<Out>, channel: u8) {
+async fn pump_async<R: AsyncRead + Unpin>(mut r: R, out: mpsc::Sender<Out>, channel: u8) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 let frame = websocket::channel_message(channel, &buf[..n]);
-                if out.send(Out::Frame(frame)).is_err() {
+                if out.send(Out::Frame(frame)).await.is_err() {
                     return;
                 }
             }
@@ -265,22 +287,29 @@ async fn pump_async<R: AsyncRead + Unpin>(mut r: R, out: mpsc::UnboundedSender<O
     }
 }
 
-/// What a log file holds past `offset`, if anything.
-fn read_from(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    f.seek(SeekFrom::Start(offset)).ok()?;
-    let mut more = Vec::new();
-    f.read_to_end(&mut more).ok()?;
-    (!more.is_empty()).then_some(more)
+/// An exec session's process group (and, with a terminal, its session),
+/// registered with the container's run so that it ends with it.
+struct ExecGuard {
+    pid: Option<u32>,
+    execs: Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+impl ExecGuard {
+    /// Kills what is left of the session and forgets it.
+    fn end(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            runtime::kill_session(pid);
+            self.execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&pid);
+        }
+    }
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -310,80 +339,42 @@ where
     let mut cmd = runtime::lab_run_command(&exe, &spec);
     cmd.kill_on_drop(true);
     let mut drains = Vec::new();
-    let mut stdin_tx: Option<std::sync::mpsc::Sender<Vec<u8>>> = None;
+    let mut stdin_tx: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut async_stdin = None;
     let mut terminal = None;
     let spawned = if streams.tty {
-        match runtime::pty::open() {
-            Ok((master, slave)) => {
-                let stdio = (|| {
-                    Ok::<_, std::io::Error>((
-                        slave.try_clone()?,
-                        slave.try_clone()?,
-                        master.try_clone()?,
-                        master.try_clone()?,
-                    ))
-                })();
-                match stdio {
-                    Ok((s_in, s_out, m_read, m_write)) => {
-                        cmd.stdin(Stdio::from(s_in))
-                            .stdout(Stdio::from(s_out))
-                            .stderr(Stdio::from(slave));
-                        let child = cmd.spawn();
-                        drop(cmd);
-                        if child.is_ok() {
-                            drains.push(pump_file(
-                                std::fs::File::from(m_read),
-                                session.out.clone(),
-                                STDOUT,
-                            ));
-                            if streams.stdin {
-                                stdin_tx = Some(stdin_writer(std::fs::File::from(m_write)));
-                            }
-                            terminal = Some(master);
-                        }
-                        child
-                    }
-                    Err(e) => Err(e),
-                }
+        (|| {
+            let (master, slave) = runtime::pty::open()?;
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            let reader = std::fs::File::from(master.try_clone()?);
+            let writer = std::fs::File::from(master.try_clone()?);
+            let child = cmd.spawn()?;
+            drains.push(pump_file(reader, session.out.clone(), STDOUT));
+            if streams.stdin {
+                stdin_tx = Some(stdin_writer(writer));
             }
-            Err(e) => Err(e),
-        }
+            terminal = Some(master);
+            Ok::<_, std::io::Error>(child)
+        })()
     } else {
-        cmd.stdin(if streams.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(if streams.stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(if streams.stderr {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let child = cmd.spawn();
-        drop(cmd);
-        child.map(|mut child| {
-            for (pipe, channel) in [
-                (
-                    child
-                        .stdout
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>),
-                    STDOUT,
-                ),
-                (
-                    child
-                        .stderr
-                        .take()
-                        .map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>),
-                    STDERR,
-                ),
-            ] {
+        let pipe = |wanted: bool| {
+            if wanted {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        cmd.stdin(pipe(streams.stdin))
+            .stdout(pipe(streams.stdout))
+            .stderr(pipe(streams.stderr));
+        cmd.spawn().map(|mut child| {
+            let outputs: [(Option<Box<dyn AsyncRead + Send + Unpin>>, u8); 2] = [
+                (child.stdout.take().map(|p| Box::new(p) as _), STDOUT),
+                (child.stderr.take().map(|p| Box::new(p) as _), STDERR),
+            ];
+            for (pipe, channel) in outputs {
                 if let Some(pipe) = pipe {
                     let (done_tx, done) = tokio::sync::oneshot::channel();
                     let out = session.out.clone();
@@ -398,6 +389,8 @@ where
             child
         })
     };
+    // The parent's copies of the terminal's slave side went with `cmd`.
+    drop(cmd);
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
@@ -407,17 +400,27 @@ where
             return;
         }
     };
-    let pid = child.id();
+    let mut guard = ExecGuard {
+        pid: child.id(),
+        execs: run.execs.clone(),
+    };
+    if let Some(pid) = guard.pid {
+        run.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
+    }
     // Stdin for the pipe case goes through a task (ChildStdin is async).
-    let (pipe_tx, mut pipe_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let (pipe_tx, mut pipe_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let mut pipe_tx = Some(pipe_tx);
     if let Some(mut stdin) = async_stdin {
         tokio::spawn(async move {
-            while let Some(Some(chunk)) = pipe_rx.recv().await {
+            while let Some(chunk) = pipe_rx.recv().await {
                 if stdin.write_all(&chunk).await.is_err() {
                     return;
                 }
             }
-            // None or sender gone: EOF for the program.
+            // Sender dropped (stdin closed): EOF for the program.
         });
     }
     let status = loop {
@@ -425,18 +428,20 @@ where
             status = child.wait() => break status,
             input = session.input.recv() => match input {
                 Some(Input::Stdin(data)) => {
+                    // Waits while the program is not reading; its exit is
+                    // seen as soon as the chunk is taken or refused.
                     if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(data);
-                    } else {
-                        let _ = pipe_tx.send(Some(data));
+                        let _ = tx.send(data).await;
+                    } else if let Some(tx) = &pipe_tx {
+                        let _ = tx.send(data).await;
                     }
                 }
                 Some(Input::StdinEnd) => {
                     if let Some(tx) = &stdin_tx {
                         // A terminal has no half-close: ^D is end of input.
-                        let _ = tx.send(vec![0x04]);
+                        let _ = tx.send(vec![0x04]).await;
                     } else {
-                        let _ = pipe_tx.send(None);
+                        pipe_tx = None;
                     }
                 }
                 Some(Input::Resize(w, h)) => {
@@ -445,18 +450,24 @@ where
                     }
                 }
                 Some(Input::Gone) | None => {
-                    kill_group(pid);
+                    let _ = child.start_kill();
+                    guard.end();
                     let _ = child.wait().await;
+                    session.abort();
                     return;
                 }
             }
         }
     };
-    drop(terminal);
     drop(stdin_tx);
+    drop(pipe_tx);
     for d in drains {
         let _ = tokio::time::timeout(DRAIN, d).await;
     }
+    // Whatever the command left running (holding the terminal or a pipe)
+    // ends with it.
+    guard.end();
+    drop(terminal);
     let code = match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -470,6 +481,20 @@ where
         }
     };
     session.finish(exit_status(&argv, code)).await;
+}
+
+/// What a log file holds past `offset`, at most 1 MiB at a time.
+async fn read_more(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
+    use tokio::io::AsyncSeekExt;
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+    let mut more = Vec::new();
+    (&mut f)
+        .take(1024 * 1024)
+        .read_to_end(&mut more)
+        .await
+        .ok()?;
+    (!more.is_empty()).then_some(more)
 }
 
 /// Attaches to a running container: its output from now on (read from
@@ -488,17 +513,15 @@ pub async fn attach<IO>(
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let mut session = Session::start(io);
-    let Some((generation, _)) = registry.run_state(&namespace, &pod, &container) else {
+    let entry = registry
+        .pod(&namespace, &pod)
+        .and_then(|p| p.containers.get(&container).cloned());
+    let Some((generation, Some(log))) = entry.map(|c| (c.generation, c.log)) else {
         session
             .finish(failure("the container is gone".into()))
             .await;
         return;
     };
-    let dir = registry
-        .pod(&namespace, &pod)
-        .map(|p| p.dir)
-        .unwrap_or_default();
-    let log = super::log_path(&dir, &container);
     // Output from now on; but the first attach to a `stdinOnce` run (what
     // `kubectl run -it` makes) gets the run's output from its start: the
     // container starts before kubectl can attach, and a short command would
@@ -511,27 +534,17 @@ pub async fn attach<IO>(
         std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0)
     };
     let console = run.console.clone().filter(|_| streams.stdin || streams.tty);
-    let writer = console.clone().map(|c| {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        std::thread::spawn(move || {
-            for chunk in rx {
-                if c.write(&chunk).is_err() {
-                    break;
-                }
-            }
-        });
-        tx
-    });
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let ended = loop {
         tokio::select! {
             _ = tick.tick() => {
                 let running = registry.run_state(&namespace, &pod, &container) == Some((generation, true));
-                if (streams.stdout || streams.tty)
-                    && let Some(more) = read_from(&log, offset)
+                // Everything the run wrote, also after it ended.
+                while (streams.stdout || streams.tty)
+                    && let Some(more) = read_more(&log, offset).await
                 {
                     offset += more.len() as u64;
-                    session.send(STDOUT, &more);
+                    session.send(STDOUT, &more).await;
                 }
                 if !running {
                     break true;
@@ -539,8 +552,8 @@ pub async fn attach<IO>(
             }
             input = session.input.recv() => match input {
                 Some(Input::Stdin(data)) => {
-                    if let Some(w) = &writer {
-                        let _ = w.send(data);
+                    if let Some(c) = &console {
+                        let _ = c.write(data).await;
                     }
                 }
                 Some(Input::StdinEnd) => {
@@ -562,6 +575,8 @@ pub async fn attach<IO>(
     }
     if ended {
         session.finish(success()).await;
+    } else {
+        session.abort();
     }
 }
 

@@ -18,6 +18,11 @@ use super::logs::{self, LogOptions};
 use super::remotecommand::{self, Streams};
 use super::{Registry, websocket};
 
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 1024;
+/// Time for a TLS handshake, and for a request's head.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The kubelet's port.
 pub const DEFAULT_PORT: u16 = 10250;
 
@@ -56,22 +61,9 @@ fn authorized(server: &Server, req: &Request<hyper::body::Incoming>) -> bool {
         return false;
     };
     let (a, b) = (token.trim().as_bytes(), server.token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Query pairs in order, repeated keys kept (`command=sh&command=-c`).
-pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                ferry_api::url::percent_decode(k),
-                ferry_api::url::percent_decode(v),
-            )
-        })
-        .collect()
+    !b.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The self-signed serving certificate: the API server does not verify
@@ -100,14 +92,27 @@ pub async fn run(server: Arc<Server>, addr: SocketAddr, sans: Vec<String>) -> an
     let acceptor = tls_acceptor(sans)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "streaming endpoint (logs, exec, attach, port-forward) ready");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off, don't spin.
+                tracing::warn!(error = %e, "streaming endpoint: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "streaming endpoint: {MAX_CONNECTIONS} connections open, refusing one");
             continue;
         };
         let acceptor = acceptor.clone();
         let server = server.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
+            let _slot = slot;
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
                 return;
             };
             let service = hyper::service::service_fn(move |req| {
@@ -115,6 +120,8 @@ pub async fn run(server: Arc<Server>, addr: SocketAddr, sans: Vec<String>) -> an
                 async move { Ok::<_, Infallible>(handle(server, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades()
                 .await
@@ -139,7 +146,7 @@ async fn handle(server: Arc<Server>, mut req: Request<hyper::body::Incoming>) ->
         .split('/')
         .map(ferry_api::url::percent_decode)
         .collect();
-    let query = query_pairs(req.uri().query());
+    let query = ferry_api::url::query_pairs(req.uri().query());
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
     match parts.as_slice() {
         ["containerLogs", ns, pod, container] if req.method() == Method::GET => {
@@ -208,6 +215,9 @@ fn remote_command(
         return text(400, format!("container {container} is not running"));
     };
     let streams = Streams::parse(query);
+    if !(streams.stdin || streams.stdout || streams.stderr || streams.tty) {
+        return text(400, "you must specify at least 1 of stdin, stdout, stderr");
+    }
     let argv = remotecommand::command(query);
     if op == "exec" && argv.is_empty() {
         return text(
@@ -228,12 +238,15 @@ fn remote_command(
              SPDY remote command is not supported",
         );
     }
-    let key = req
+    let Some(key) = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+        .filter(|k| !k.trim().is_empty())
+        .map(str::to_string)
+    else {
+        return text(400, "WebSocket upgrade without a Sec-WebSocket-Key");
+    };
     let Some(protocol) = remotecommand::choose_protocol(&websocket::offered_protocols(req)) else {
         return text(
             400,
