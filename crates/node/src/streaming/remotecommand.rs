@@ -295,10 +295,12 @@ struct ExecGuard {
 }
 
 impl ExecGuard {
-    /// Kills what is left of the session and forgets it.
-    fn end(&mut self) {
+    /// Forgets the session; with `kill`, kills what is left of it first.
+    fn end(&mut self, kill: bool) {
         if let Some(pid) = self.pid.take() {
-            runtime::kill_session(pid);
+            if kill {
+                runtime::kill_session(pid);
+            }
             self.execs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -309,7 +311,7 @@ impl ExecGuard {
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        self.end();
+        self.end(false);
     }
 }
 
@@ -451,7 +453,7 @@ where
                 }
                 Some(Input::Gone) | None => {
                     let _ = child.start_kill();
-                    guard.end();
+                    guard.end(true);
                     let _ = child.wait().await;
                     session.abort();
                     return;
@@ -464,9 +466,11 @@ where
     for d in drains {
         let _ = tokio::time::timeout(DRAIN, d).await;
     }
-    // Whatever the command left running (holding the terminal or a pipe)
-    // ends with it.
-    guard.end();
+    // A terminal session ends with its command, as when a terminal hangs
+    // up: its background jobs would hold the terminal open. Without one,
+    // what the command started in the background keeps running, as after
+    // a runtime's exec (the pod's teardown ends it).
+    guard.end(streams.tty);
     drop(terminal);
     let code = match status {
         Ok(s) => {
