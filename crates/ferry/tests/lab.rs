@@ -197,7 +197,8 @@ spec:
     let log = wait_for(20, "client-1's log line", || {
         let dir = dir.path().join("nodes/lab-node-1/pods");
         std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-            let text = std::fs::read_to_string(e.path().join("sh.log")).ok()?;
+            // The first run of container `sh` writes `sh-1.log`.
+            let text = std::fs::read_to_string(e.path().join("sh-1.log")).ok()?;
             text.contains("nameserver").then_some(text)
         })
     });
