@@ -256,14 +256,6 @@ pub fn kube_proxy_rules(p: &ServicePort, cat: &Categorized, cluster_cidr: Option
     out
 }
 
-fn elements<'a>(live: &'a Ruleset, set: &str) -> &'a [SetElement] {
-    live.sets
-        .iter()
-        .find(|s| s.set.name == set)
-        .map(|s| s.elements.as_slice())
-        .unwrap_or_default()
-}
-
 fn fmt_value(v: &Value, fields: &[ferry_netlink::nftables::DataType]) -> String {
     v.format(fields)
 }
@@ -339,11 +331,12 @@ fn live_elements(p: &ServicePort, live: &Ruleset) -> String {
             "pod-external-chains",
             "firewall",
         ] {
-            for e in elements(live, set).iter().filter(|e| &e.key == key) {
+            for e in live.elements(set).iter().filter(|e| &e.key == key) {
                 record(&mut out, &mut ids, set, e, &k3_type, what);
             }
         }
-        for e in elements(live, "firewall-allow")
+        for e in live
+            .elements("firewall-allow")
             .iter()
             .filter(|e| e.key.as_bytes().starts_with(key.as_bytes()))
         {
@@ -374,7 +367,7 @@ fn live_elements(p: &ServicePort, live: &Ruleset) -> String {
             "node-port-no-endpoints",
             "masq-node-ports",
         ] {
-            for e in elements(live, set).iter().filter(|e| e.key == key) {
+            for e in live.elements(set).iter().filter(|e| e.key == key) {
                 record(
                     &mut out,
                     &mut ids,
@@ -390,7 +383,7 @@ fn live_elements(p: &ServicePort, live: &Ruleset) -> String {
     ids.dedup();
     for id in ids {
         let mut by_endpoint: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for e in elements(live, "backends") {
+        for e in live.elements("backends") {
             let (Some(set), Some(slot)) = (id_of(&e.key), crate::nftables::mark_at(&e.key, 1))
             else {
                 continue;
@@ -442,7 +435,7 @@ fn live_elements(p: &ServicePort, live: &Ruleset) -> String {
                 let _ = writeln!(out, "    rule: {}", r.comment.as_deref().unwrap_or("?"));
             }
             let affinity = format!("affinity-{id}");
-            let clients = elements(live, &affinity);
+            let clients = live.elements(&affinity);
             if live.sets.iter().any(|s| s.set.name == affinity) {
                 let _ = writeln!(
                     out,

@@ -319,28 +319,10 @@ pub struct OnTerminal {
 
 impl OnTerminal {
     pub fn spawn(kubeconfig: &std::path::Path, args: &[&str]) -> OnTerminal {
-        use rustix::pty::OpenptFlags;
-        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
-        rustix::pty::grantpt(&master).unwrap();
-        rustix::pty::unlockpt(&master).unwrap();
-        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-        let slave: std::os::fd::OwnedFd = rustix::fs::open(
-            name.as_c_str(),
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
-        // A terminal of 132x40, which the remote side must see.
-        rustix::termios::tcsetwinsize(
-            &master,
-            rustix::termios::Winsize {
-                ws_row: 40,
-                ws_col: 132,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        )
-        .unwrap();
+        // The agent's own pty code: a terminal of 132x40, which the remote
+        // side must see.
+        let (master, slave) = ferry_node::runtime::pty::open().unwrap();
+        ferry_node::runtime::pty::resize(&master, 132, 40).unwrap();
         let child = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", kubeconfig)

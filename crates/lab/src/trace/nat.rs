@@ -124,16 +124,8 @@ fn k2(p: &Packet) -> Value {
     Value::new().inet_proto(p.protocol).inet_service(p.dport)
 }
 
-fn elements<'a>(live: &'a Ruleset, set: &str) -> &'a [SetElement] {
-    live.sets
-        .iter()
-        .find(|s| s.set.name == set)
-        .map(|s| s.elements.as_slice())
-        .unwrap_or_default()
-}
-
 fn find<'a>(live: &'a Ruleset, set: &str, key: &Value) -> Option<&'a SetElement> {
-    elements(live, set).iter().find(|e| &e.key == key)
+    live.elements(set).iter().find(|e| &e.key == key)
 }
 
 /// The comment of the first rule of `chain` that looks `set` up.
@@ -256,7 +248,7 @@ pub fn services(live: &Ruleset, p: &Packet) -> ServiceDecision {
     // 2. loadBalancerSourceRanges.
     if let Some(e) = find(live, "firewall", &key3) {
         let with_src = key3.clone().ipv4(p.src);
-        let allowed = elements(live, "firewall-allow").iter().any(|a| {
+        let allowed = live.elements("firewall-allow").iter().any(|a| {
             let end = a.key_end.as_ref().unwrap_or(&a.key);
             a.key.as_bytes() <= with_src.as_bytes() && with_src.as_bytes() <= end.as_bytes()
         });
@@ -353,7 +345,8 @@ fn dispatch(
         }
         _ => return None,
     };
-    let mut backends: Vec<Backend> = elements(live, "backends")
+    let mut backends: Vec<Backend> = live
+        .elements("backends")
         .iter()
         .filter(|b| mark_at(&b.key, 0) == Some(id))
         .filter_map(|b| {
@@ -378,7 +371,8 @@ fn dispatch(
             "numgen random mod {BUCKETS}, folded onto the endpoints by map reduce"
         )],
     };
-    let pinned = elements(live, &format!("affinity-{id}"))
+    let pinned = live
+        .elements(&format!("affinity-{id}"))
         .iter()
         .find(|a| a.key == Value::new().ipv4(p.src))
         .and_then(|a| match &a.data {

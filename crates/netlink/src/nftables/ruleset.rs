@@ -60,6 +60,15 @@ impl Ruleset {
         self
     }
 
+    /// The elements of set or map `set`; none when the table has no such set.
+    pub fn elements(&self, set: &str) -> &[SetElement] {
+        self.sets
+            .iter()
+            .find(|s| s.set.name == set)
+            .map(|s| s.elements.as_slice())
+            .unwrap_or_default()
+    }
+
     /// Reads the live state of `table`; `None` if it does not exist.
     pub fn list(conn: &mut Connection, table: &Table) -> Result<Option<Ruleset>, Error> {
         let Some(live_table) = conn

@@ -85,6 +85,10 @@ fn tail_start(data: &[u8], lines: usize) -> usize {
 async fn tail_offset(path: &Path, lines: usize) -> std::io::Result<u64> {
     let mut f = tokio::fs::File::open(path).await?;
     let size = f.metadata().await?.len();
+    if lines == 0 {
+        // From the end: what is written from now on (attach).
+        return Ok(size);
+    }
     let from = size.saturating_sub(TAIL_WINDOW);
     f.seek(SeekFrom::Start(from)).await?;
     let mut data = Vec::new();

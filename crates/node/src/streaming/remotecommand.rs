@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::logs::LogOptions;
 use super::websocket::{self, Message};
 use super::{Registry, RunningEntry};
 use crate::runtime::{self, ContainerSpec, Program, Sandbox};
@@ -487,20 +488,6 @@ where
     session.finish(exit_status(&argv, code)).await;
 }
 
-/// What a log file holds past `offset`, at most 1 MiB at a time.
-async fn read_more(path: &std::path::Path, offset: u64) -> Option<Vec<u8>> {
-    use tokio::io::AsyncSeekExt;
-    let mut f = tokio::fs::File::open(path).await.ok()?;
-    f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
-    let mut more = Vec::new();
-    (&mut f)
-        .take(1024 * 1024)
-        .read_to_end(&mut more)
-        .await
-        .ok()?;
-    (!more.is_empty()).then_some(more)
-}
-
 /// Attaches to a running container: its output from now on (read from
 /// its log, where the runtime writes it), its stdin and terminal size.
 #[allow(clippy::too_many_arguments)]
@@ -517,43 +504,37 @@ pub async fn attach<IO>(
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let mut session = Session::start(io);
-    let entry = registry
-        .pod(&namespace, &pod)
-        .and_then(|p| p.containers.get(&container).cloned());
-    let Some((generation, Some(log))) = entry.map(|c| (c.generation, c.log)) else {
-        session
-            .finish(failure("the container is gone".into()))
-            .await;
-        return;
-    };
-    // Output from now on; but the first attach to a `stdinOnce` run (what
-    // `kubectl run -it` makes) gets the run's output from its start: the
-    // container starts before kubectl can attach, and a short command would
-    // otherwise have printed everything already. Each run has its own log
-    // file, so its start is offset 0.
+    // Output is the container's log, followed until the run ends: from now
+    // on; but the first attach to a `stdinOnce` run (what `kubectl run -it`
+    // makes) gets the run's output from its start: the container starts
+    // before kubectl can attach, and a short command would otherwise have
+    // printed everything already. Each run has its own log file.
     let first = stdin_once && !run.attached.swap(true, std::sync::atomic::Ordering::SeqCst);
-    let mut offset = if first {
-        0
-    } else {
-        std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0)
+    let follow = LogOptions {
+        follow: true,
+        tail_lines: if first { None } else { Some(0) },
+        ..LogOptions::default()
     };
+    let mut output = match super::logs::open(registry, &namespace, &pod, &container, follow) {
+        Ok(rx) => rx,
+        Err((_, message)) => {
+            session.finish(failure(message)).await;
+            return;
+        }
+    };
+    let show = streams.stdout || streams.tty;
     let console = run.console.clone().filter(|_| streams.stdin || streams.tty);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let ended = loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let running = registry.run_state(&namespace, &pod, &container) == Some((generation, true));
-                // Everything the run wrote, also after it ended.
-                while (streams.stdout || streams.tty)
-                    && let Some(more) = read_more(&log, offset).await
-                {
-                    offset += more.len() as u64;
-                    session.send(STDOUT, &more).await;
+            chunk = output.recv() => match chunk {
+                Some(Ok(data)) => {
+                    if show {
+                        session.send(STDOUT, &data).await;
+                    }
                 }
-                if !running {
-                    break true;
-                }
-            }
+                // The run ended (or its log cannot be read any more).
+                Some(Err(_)) | None => break true,
+            },
             input = session.input.recv() => match input {
                 Some(Input::Stdin(data)) => {
                     if let Some(c) = &console {

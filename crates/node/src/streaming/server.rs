@@ -280,18 +280,33 @@ fn remote_command(
             remotecommand::attach(io, registry, ns, pod, container, run, stdin_once, streams).await;
         }
     });
-    Response::builder()
+    switching_protocols(
+        "websocket",
+        &[
+            (
+                header::SEC_WEBSOCKET_ACCEPT.as_str(),
+                &websocket::accept_key(&key),
+            ),
+            (header::SEC_WEBSOCKET_PROTOCOL.as_str(), protocol),
+        ],
+    )
+}
+
+/// `101 Switching Protocols` to `upgrade`, with `headers`.
+fn switching_protocols(upgrade: &str, headers: &[(&str, &str)]) -> Response<Body> {
+    let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, websocket::accept_key(&key))
-        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(
-            Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .expect("static response parts are valid")
+        .header(header::UPGRADE, upgrade);
+    for (name, value) in headers {
+        resp = resp.header(*name, *value);
+    }
+    resp.body(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+    .expect("static response parts are valid")
 }
 
 fn port_forward(
@@ -338,17 +353,10 @@ fn port_forward(
         super::portforward::serve_pod(io, describe, move |port| connect_in(netns.clone(), port))
             .await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", super::portforward::PROTOCOL)
-        .body(
-            Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .expect("static response parts are valid")
+    switching_protocols(
+        "SPDY/3.1",
+        &[("X-Stream-Protocol-Version", super::portforward::PROTOCOL)],
+    )
 }
 
 /// Connects to `localhost:port` inside the pod's network namespace, as a
